@@ -1,0 +1,3 @@
+from lila.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The `lila` command: a thin dispatcher to one module per subcommand."""

@@ -1,0 +1,66 @@
+"""`lila info MODEL`: what a model file holds and what running it takes."""
+from __future__ import annotations
+
+import argparse
+import math
+from collections import Counter
+
+import psutil
+
+from lila.chat_template import ChatTemplate
+from lila.executor import memory_estimate
+from lila.formats.gguf import GGUFFile
+from lila.models import describe
+from lila.tokenizer import Tokenizer
+
+MB = 1 << 20
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="GGUF file, directory or pulled model name")
+    parser.add_argument("-c", "--ctx-size", type=int, default=None,
+                        help="context window for the memory estimate (default: min(model's, 4096))")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lila.api import DEFAULT_CONTEXT
+    from lila.store import resolve_model
+    path = resolve_model(args.model)
+    with GGUFFile.open(path) as gguf:
+        spec = describe(gguf)
+        tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata)
+        ChatTemplate.from_gguf_metadata(gguf.metadata, tokenizer)
+        cfg = spec.config
+        n_ctx = args.ctx_size or min(cfg.context_length, DEFAULT_CONTEXT)
+        params = sum(math.prod(info.shape) for info in spec.weights.values())
+        mix = Counter()
+        for info in spec.weights.values():
+            mix[info.ggml_type.name] += math.prod(info.shape)
+        memory = memory_estimate(spec, n_ctx=n_ctx)
+        rows = [
+            ("file", str(path)),
+            ("name", cfg.name),
+            ("architecture", cfg.arch),
+            ("parameters", f"{params / 1e6:.1f} M"),
+            ("quantization", ", ".join(f"{t} {n / params:.0%}" for t, n in mix.most_common())),
+            ("file size", f"{gguf.file_size / MB:.1f} MB (GGUF v{gguf.version})"),
+            ("layers", str(cfg.n_layers)),
+            ("width / ffn", f"{cfg.dim} / {cfg.ffn_dim}"),
+            ("heads (q / kv)", f"{cfg.n_heads} / {cfg.n_kv_heads} of {cfg.head_dim}"),
+            ("context", f"{cfg.context_length} (using {n_ctx})"),
+            ("rope", f"base {cfg.rope_base:g}, {cfg.rope_dim} dims, scale {cfg.rope_scale:g}"),
+            ("sliding window", str(cfg.sliding_window) if cfg.sliding_window else "none"),
+            ("tokenizer", f"{tokenizer.kind}, {tokenizer.vocab_size} tokens"),
+            ("chat template", "from the file" if "tokenizer.chat_template" in gguf.metadata
+             else "none (ChatML fallback)"),
+        ]
+        total = sum(memory.values())
+        available = psutil.virtual_memory().available
+        rows += [(f"memory: {k}", f"{v / MB:.0f} MB") for k, v in memory.items()]
+        verdict = "fits" if total < available else "does NOT fit"
+        rows.append(("memory: total", f"{total / MB:.0f} MB; {verdict} in {available / MB:.0f} MB "
+                                      "available"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0

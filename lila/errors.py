@@ -1,0 +1,17 @@
+"""Errors Lila reports to users: each carries a one-line message, never a traceback."""
+
+
+class LilaError(Exception):
+    """Base class of every error Lila reports as `error: <message>`."""
+
+
+class ModelFormatError(LilaError):
+    """The model file is malformed, truncated or contradicts itself."""
+
+
+class UnsupportedError(LilaError):
+    """The file is well formed but uses an architecture or tensor type Lila does not run."""
+
+
+class ContextOverflowError(LilaError):
+    """A prompt or generation would not fit in the model's context window."""

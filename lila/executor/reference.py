@@ -1,0 +1,129 @@
+"""The reference backend: every op in plain numpy, fp32, written to be obviously right.
+
+It is the oracle native kernels are tested against, not a fast path. It dequantizes the
+weights the plan multiplies by into fp32 arrays once, at start (the GGUF map itself is
+never copied); embedding rows are dequantized from the map as tokens need them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lila.executor.plan import Op, Plan
+from lila.formats.gguf import GGUFFile
+from lila.formats.quants import dequantize
+
+
+class ReferenceBackend:
+    name = "reference"
+
+    def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int):
+        self.plan, self.gguf = plan, gguf
+        self.n_ctx, self.max_batch = n_ctx, max_batch
+        self.weights = {name: gguf.tensor(name) for name in sorted(_dense_weights(plan))}
+        self.buffers = {name: np.zeros((max_batch, width), np.float32)
+                        for name, width in plan.widths.items()}
+        self.k_cache = [np.zeros((n_ctx, kv.n_kv_heads, kv.head_dim), np.float32) for kv in plan.kv]
+        self.v_cache = [np.zeros_like(k) for k in self.k_cache]
+
+    @staticmethod
+    def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:
+        return {
+            "weights (mapped)": sum(info.nbytes for info in weights.values()),
+            "weights (fp32 copy)": sum(4 * math.prod(weights[w].shape) for w in _dense_weights(plan)),
+            "KV cache": sum(2 * 4 * n_ctx * kv.n_kv_heads * kv.head_dim for kv in plan.kv),
+            "activations": sum(4 * max_batch * width for width in plan.widths.values()),
+        }
+
+    def forward(self, tokens: np.ndarray, pos0: int, *, all_logits: bool = False) -> np.ndarray:
+        """Run the plan for tokens at positions pos0.. ; the caches hold positions < pos0.
+        Returns logits of every token (all_logits) or of the last one, shape (rows, vocab)."""
+        n = len(tokens)
+        if not 0 < n <= self.max_batch or pos0 < 0 or pos0 + n > self.n_ctx:
+            raise ValueError(f"batch of {n} at position {pos0} does not fit "
+                             f"(max batch {self.max_batch}, context {self.n_ctx})")
+        self.tokens = np.asarray(tokens, dtype=np.int64)
+        self.positions = pos0 + np.arange(n)
+        self.all_logits = all_logits
+        for op in self.plan.ops:
+            getattr(self, "_" + op.kind)(op, n)
+        logits = self.buffers[self.plan.logits]
+        return logits[:n].copy() if all_logits else logits[n - 1:n].copy()
+
+    def _in(self, op: Op, n: int, i: int = 0) -> np.ndarray:
+        return self.buffers[op.ins[i]][:n]
+
+    def _embed(self, op: Op, n: int) -> None:
+        info = self.gguf.tensors[op.weights[0]]
+        rows = self.gguf.tensor_bytes(op.weights[0]).reshape(info.shape[0], -1)[self.tokens]
+        table = dequantize(rows.reshape(-1), info.ggml_type, (n, info.shape[1]))
+        self.buffers[op.out][:n] = table * np.float32(op.attrs["scale"])
+
+    def _rmsnorm(self, op: Op, n: int) -> None:
+        heads = op.attrs["heads"]
+        x = self._in(op, n).reshape(n, heads, -1)
+        rms = np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + np.float32(op.attrs["eps"]))
+        out = x / rms * self.weights[op.weights[0]]
+        self.buffers[op.out][:n] = out.reshape(n, -1)
+
+    def _linear(self, op: Op, n: int) -> None:
+        rows = slice(n - 1, n) if op.attrs["last_row_only"] and not self.all_logits else slice(0, n)
+        out = self._in(op, n)[rows] @ self.weights[op.weights[0]].T
+        if len(op.weights) > 1:
+            out += self.weights[op.weights[1]]
+        self.buffers[op.out][rows] = out
+
+    def _rope(self, op: Op, n: int) -> None:
+        a = op.attrs
+        half = a["rot_dim"] // 2
+        inv_freq = a["base"] ** (-np.arange(half, dtype=np.float64) * 2 / a["rot_dim"])
+        if op.weights:
+            inv_freq = inv_freq / self.weights[op.weights[0]]
+        angles = (self.positions * a["scale"])[:, None] * inv_freq[None, :]
+        cos = np.cos(angles).astype(np.float32)[:, None, :]
+        sin = np.sin(angles).astype(np.float32)[:, None, :]
+        x = self.buffers[op.out][:n].reshape(n, a["heads"], a["head_dim"])
+        if a["neox"]:
+            x1, x2 = x[..., :half].copy(), x[..., half:2 * half].copy()
+            x[..., :half], x[..., half:2 * half] = x1 * cos - x2 * sin, x2 * cos + x1 * sin
+        else:
+            x1, x2 = x[..., 0:2 * half:2].copy(), x[..., 1:2 * half:2].copy()
+            x[..., 0:2 * half:2], x[..., 1:2 * half:2] = x1 * cos - x2 * sin, x2 * cos + x1 * sin
+
+    def _attention(self, op: Op, n: int) -> None:
+        a = op.attrs
+        layer, hd, kvh = a["layer"], a["head_dim"], a["kv_heads"]
+        group = a["heads"] // kvh
+        pos0, end = int(self.positions[0]), int(self.positions[-1]) + 1
+        self.k_cache[layer][pos0:end] = self._in(op, n, 1).reshape(n, kvh, hd)
+        self.v_cache[layer][pos0:end] = self._in(op, n, 2).reshape(n, kvh, hd)
+        keys, values = self.k_cache[layer][:end], self.v_cache[layer][:end]
+        q = self._in(op, n, 0).reshape(n, kvh, group, hd)
+        scores = np.einsum("nkgd,tkd->kgnt", q, keys) * np.float32(a["scale"])
+        key_pos = np.arange(end)
+        masked = key_pos[None, :] > self.positions[:, None]
+        if a["window"] is not None:
+            masked |= self.positions[:, None] - key_pos[None, :] >= a["window"]
+        scores = np.where(masked, -np.inf, scores)
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        probs = scores / scores.sum(axis=-1, keepdims=True)
+        out = np.einsum("kgnt,tkd->nkgd", probs, values)
+        self.buffers[op.out][:n] = out.reshape(n, -1)
+
+    def _glu(self, op: Op, n: int) -> None:
+        gate, up = self._in(op, n, 0), self._in(op, n, 1)
+        if op.attrs["activation"] == "silu":
+            act = gate * (0.5 + 0.5 * np.tanh(0.5 * gate))   # x * sigmoid(x), overflow-free
+        else:
+            c = np.float32(math.sqrt(2 / math.pi))
+            act = 0.5 * gate * (1 + np.tanh(c * (gate + np.float32(0.044715) * gate ** 3)))
+        self.buffers[op.out][:n] = act * up
+
+    def _add(self, op: Op, n: int) -> None:
+        self.buffers[op.out][:n] = self._in(op, n, 0) + self._in(op, n, 1)
+
+
+def _dense_weights(plan: Plan) -> set[str]:
+    """The weights this backend multiplies by, and so keeps dequantized in fp32."""
+    return {w for op in plan.ops if op.kind != "embed" for w in op.weights}

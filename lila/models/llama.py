@@ -1,0 +1,7 @@
+"""Llama (Llama 2/3, SmolLM2, TinyLlama, Mistral): pre-norm decoder, SwiGLU, GQA, RoPE.
+
+GGUF stores the Q and K rows permuted so that RoPE rotates adjacent pairs (2i, 2i+1).
+"""
+from lila.models.blocks import PreNormDecoder
+
+architecture = PreNormDecoder(neox=False)

@@ -1,0 +1,34 @@
+"""Session-wide fixtures: the real default model and its transformers reference."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))   # test helper modules (hf_gguf, ...)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    from lila.store import default_model_path
+    path = default_model_path()
+    assert path is not None, "the default model is not installed (make setup installs it)"
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    import lila
+    with lila.load(smollm2_path, n_ctx=512) as model:
+        yield model
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_path):
+    """transformers' own reading of the same GGUF (dequantized to fp32), and its tokenizer."""
+    import transformers
+    kwargs = dict(gguf_file=smollm2_path.name)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_path.parent, **kwargs)
+    model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_path.parent, **kwargs).eval()
+    return model, tokenizer

