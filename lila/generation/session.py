@@ -6,7 +6,7 @@ one (the next turn of a chat) only evaluates the tokens that differ.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
