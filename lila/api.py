@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+import psutil
 
 from lila.chat_template import ChatTemplate
 from lila.errors import LilaError
-from lila.executor import create_backend
+from lila.executor import create_backend, memory_estimate
 from lila.formats.gguf import GGUFFile
 from lila.generation.sampling import SamplingParams
 from lila.generation.session import Completion, Session
@@ -43,6 +44,9 @@ class Model:
             if n_ctx is not None and not 1 <= n_ctx <= limit:
                 raise LilaError(f"context {n_ctx} is outside 1..{limit}, the model's maximum")
             self.n_ctx = n_ctx or min(limit, DEFAULT_CONTEXT)
+            self.memory = memory_estimate(self.spec, n_ctx=self.n_ctx, max_batch=max_batch,
+                                          backend=backend)
+            _check_fits(self.memory)
             self.backend = create_backend(backend, self.spec.plan, self.gguf, n_ctx=self.n_ctx,
                                           max_batch=max_batch)
         except BaseException:
@@ -132,6 +136,15 @@ class Model:
             raise LilaError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
         if not ids:
             raise LilaError("the prompt is empty")
+
+
+def _check_fits(memory: dict[str, int]) -> None:
+    """Refuse before allocating, rather than let the OS kill the process half-way."""
+    need, available = sum(memory.values()), psutil.virtual_memory().available
+    if need > available:
+        parts = ", ".join(f"{k} {v >> 20} MB" for k, v in memory.items())
+        raise LilaError(f"the model needs about {need >> 20} MB ({parts}) but only "
+                        f"{available >> 20} MB is available; try a smaller --ctx-size")
 
 
 def _sampling(kwargs: dict) -> SamplingParams:

@@ -15,23 +15,13 @@ import numpy as np
 import torch
 import transformers
 
+from lila.tokenizer.bpe import BYTE_ALPHABET
+
 # A byte-level vocabulary: the 256 GPT-2 byte symbols, a few merges, then control tokens.
 MERGES = ["Ġ t", "h e", "Ġt he", "i n"]
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 FIRST_SPECIAL = 256 + len(MERGES)
 VOCAB = FIRST_SPECIAL + len(SPECIALS)
-
-
-def byte_symbols() -> list[str]:
-    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return [table[b] for b in range(256)]
 
 
 def tiny_config(arch: str, **overrides) -> transformers.PretrainedConfig:
@@ -157,7 +147,8 @@ def write_gguf(model, config, arch: str, path: Path, dtype) -> None:
         writer.add_tensor("rope_freqs.weight", _llama3_rope_factors(rope, head_dim))
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
-    writer.add_token_list(byte_symbols() + [m.replace(" ", "") for m in MERGES] + SPECIALS)
+    merged = [m.replace(" ", "") for m in MERGES]
+    writer.add_token_list([BYTE_ALPHABET[b] for b in range(256)] + merged + SPECIALS)
     writer.add_token_types([gguf.TokenType.NORMAL] * FIRST_SPECIAL
                            + [gguf.TokenType.CONTROL] * len(SPECIALS))
     writer.add_token_merges(MERGES)

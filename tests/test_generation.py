@@ -142,3 +142,13 @@ def test_bad_requests_are_clear_errors(tiny, call, message):
     with pytest.raises(LilaError, match=message):
         call(model)
     assert np.isfinite(model.logits(PROMPT)).all()   # and the model still works
+
+
+def test_a_model_that_does_not_fit_is_refused_before_allocating(tiny, monkeypatch):
+    ref, _ = tiny
+    import psutil
+    from collections import namedtuple
+    fake = namedtuple("vm", "available total")(available=1 << 20, total=1 << 30)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: fake)
+    with pytest.raises(LilaError, match="needs about .* MB .* only 1 MB is available"):
+        lila.load(ref.path)

@@ -28,10 +28,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     interactive = sys.stdin.isatty()
+    options = sampling_kwargs(args)
     print("loading model...", file=sys.stderr, flush=True)
     with load_model(args) as model:
-        print(f"{model.name} ({model.config.arch}, context {model.n_ctx}). "
-              "Type /help for commands.", file=sys.stderr)
+        print(f"{model.name} ({model.config.arch}, context {model.n_ctx}, "
+              f"~{sum(model.memory.values()) >> 20} MB). Type /help for commands.", file=sys.stderr)
         system = args.system
         messages = _start(system)
         while True:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"unknown command {command}; /help lists them", file=sys.stderr)
                 continue
             messages.append({"role": "user", "content": line})
-            answer = _answer(model, messages, args)
+            answer = _answer(model, messages, options)
             messages.append({"role": "assistant", "content": answer})
 
 
@@ -71,8 +72,8 @@ def _start(system: str | None) -> list[dict]:
     return [{"role": "system", "content": system}] if system else []
 
 
-def _answer(model, messages: list[dict], args: argparse.Namespace) -> str:
-    completion = model.chat(messages, **sampling_kwargs(args))
+def _answer(model, messages: list[dict], options: dict) -> str:
+    completion = model.chat(messages, **options)
     pieces: list[str] = []
     try:
         for piece in completion:

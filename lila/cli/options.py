@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lila.errors import LilaError
 from lila.generation.sampling import SamplingParams
 
 
@@ -32,10 +33,14 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(greedy=args.greedy, temperature=args.temp, top_k=args.top_k, top_p=args.top_p,
-                min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                repeat_last_n=args.repeat_last_n, seed=args.seed,
-                max_tokens=args.max_tokens, stop=args.stop)
+    """The generation options, checked now so that a bad flag costs no model load."""
+    sampling = dict(greedy=args.greedy, temperature=args.temp, top_k=args.top_k,
+                    top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
+                    repeat_last_n=args.repeat_last_n, seed=args.seed)
+    SamplingParams(**sampling).validated()
+    if args.max_tokens < 1:
+        raise LilaError(f"max_tokens must be at least 1, got {args.max_tokens}")
+    return dict(sampling, max_tokens=args.max_tokens, stop=args.stop)
 
 
 def load_model(args: argparse.Namespace):

@@ -18,13 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    options = sampling_kwargs(args)
     with load_model(args) as model:
         if args.raw:
-            completion = model.generate(prompt, **sampling_kwargs(args))
+            completion = model.generate(prompt, **options)
         else:
             messages = [{"role": "system", "content": args.system}] if args.system else []
-            completion = model.chat(messages + [{"role": "user", "content": prompt}],
-                                    **sampling_kwargs(args))
+            completion = model.chat(messages + [{"role": "user", "content": prompt}], **options)
         for piece in completion:
             sys.stdout.write(piece)
             sys.stdout.flush()

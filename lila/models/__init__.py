@@ -37,8 +37,11 @@ class ModelSpec:
 
 def describe(gguf: "GGUFFile") -> ModelSpec:
     arch = gguf.metadata.get("general.architecture")
-    if not isinstance(arch, str):
+    if arch is None:
         raise ModelFormatError("missing metadata 'general.architecture'")
+    if not isinstance(arch, str):
+        raise ModelFormatError("metadata 'general.architecture' should be a string, "
+                               f"got {arch!r:.60}")
     if arch not in ARCHITECTURES:
         raise UnsupportedError(f"architecture {arch!r} is not supported "
                                f"(supported: {', '.join(ARCHITECTURES)})")
