@@ -184,3 +184,9 @@ def test_a_registered_backend_is_chosen_where_the_cpu_runs_it(monkeypatch):
     assert choose_backend(cpu("aarch64", "asimd")).name == "reference"
     with pytest.raises(LilaError, match="needs avx2 kernels"):
         choose_backend(cpu("aarch64", "asimd"), "avx2")
+
+
+def test_every_listed_backend_has_an_executor():
+    from lila.executor import BACKENDS as EXECUTORS
+    from lila.hardware.backends import BACKENDS
+    assert {b.name for b in BACKENDS} == set(EXECUTORS)
