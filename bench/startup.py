@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from lila.chat_template import ChatTemplate
-from lila.executor import create_backend
+from lila.executor import backend_class
 from lila.formats.gguf import GGUFFile
 from lila.models import describe
 from lila.store import resolve_model
@@ -34,7 +34,7 @@ def phases(path) -> dict[str, float]:
     mark("tokenizer")
     ChatTemplate.from_gguf_metadata(gguf.metadata, tokenizer)
     mark("chat template")
-    backend = create_backend(None, spec.plan, gguf, n_ctx=512, max_batch=64)
+    backend = backend_class(None)(spec.plan, gguf, n_ctx=512, max_batch=64)
     mark("backend (reference: dequantize to fp32)")
     backend.forward(np.array(tokenizer.encode("Hello")), 0)
     mark("first forward")

@@ -12,10 +12,10 @@ import psutil
 
 from lila.chat_template import ChatTemplate
 from lila.errors import LilaError
-from lila.executor import create_backend, memory_estimate
+from lila.executor import backend_class
 from lila.formats.gguf import GGUFFile
 from lila.generation.sampling import SamplingParams
-from lila.generation.session import Completion, Session
+from lila.generation.session import Completion, Session, check_max_tokens
 from lila.models import ModelSpec, describe
 from lila.tokenizer import Tokenizer
 
@@ -44,11 +44,11 @@ class Model:
             if n_ctx is not None and not 1 <= n_ctx <= limit:
                 raise LilaError(f"context {n_ctx} is outside 1..{limit}, the model's maximum")
             self.n_ctx = n_ctx or min(limit, DEFAULT_CONTEXT)
-            self.memory = memory_estimate(self.spec, n_ctx=self.n_ctx, max_batch=max_batch,
-                                          backend=backend)
+            runner = backend_class(backend)
+            self.memory = runner.memory_estimate(self.spec.plan, self.spec.weights,
+                                                 n_ctx=self.n_ctx, max_batch=max_batch)
             _check_fits(self.memory)
-            self.backend = create_backend(backend, self.spec.plan, self.gguf, n_ctx=self.n_ctx,
-                                          max_batch=max_batch)
+            self.backend = runner(self.spec.plan, self.gguf, n_ctx=self.n_ctx, max_batch=max_batch)
         except BaseException:
             self.gguf.close()
             raise
@@ -91,8 +91,7 @@ class Model:
         Iterate over the result for text pieces as they are generated."""
         ids = self.tokenize(prompt, special=True) if isinstance(prompt, str) else list(prompt)
         self._check_ids(ids)
-        if max_tokens < 1:
-            raise LilaError(f"max_tokens must be at least 1, got {max_tokens}")
+        check_max_tokens(max_tokens)
         return self.session.generate(ids, max_tokens=max_tokens, sampling=_sampling(sampling),
                                      stop=stop)
 

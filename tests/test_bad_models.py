@@ -255,7 +255,7 @@ CASES: list[Case] = [
      LilaError, "template"),
     # Missing keys.
     ("no architecture", lambda s: s.drop("general.architecture"), ModelFormatError,
-     "missing metadata 'general.architecture'"),
+     "missing metadata key 'general.architecture'"),
     ("no embedding_length", lambda s: s.drop("embedding_length"), ModelFormatError,
      "missing metadata key 'llama.embedding_length'"),
     ("no head_count", lambda s: s.drop("attention.head_count"), ModelFormatError,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lila.errors import LilaError
 from lila.generation.sampling import SamplingParams
+from lila.generation.session import check_max_tokens
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool) -> None:
@@ -38,8 +38,7 @@ def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                     top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
                     repeat_last_n=args.repeat_last_n, seed=args.seed)
     SamplingParams(**sampling).validated()
-    if args.max_tokens < 1:
-        raise LilaError(f"max_tokens must be at least 1, got {args.max_tokens}")
+    check_max_tokens(args.max_tokens)
     return dict(sampling, max_tokens=args.max_tokens, stop=args.stop)
 
 

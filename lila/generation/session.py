@@ -11,7 +11,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from lila.errors import ContextOverflowError
+from lila.errors import ContextOverflowError, LilaError
 from lila.generation.sampling import Sampler, SamplingParams
 from lila.generation.stops import StopMatcher
 from lila.tokenizer import StreamDecoder, Tokenizer
@@ -137,6 +137,11 @@ class Completion:
                 yield tail
         finally:
             self.stats.decode_seconds = time.perf_counter() - t0
+
+
+def check_max_tokens(max_tokens: int) -> None:
+    if max_tokens < 1:
+        raise LilaError(f"max_tokens must be at least 1, got {max_tokens}")
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

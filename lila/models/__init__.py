@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from lila.errors import ModelFormatError, UnsupportedError
 from lila.executor.plan import Plan
 from lila.formats.quants import SUPPORTED_TYPES
-from lila.models.config import MAX_LAYERS, Metadata, ModelConfig
+from lila.models.config import MAX_LAYERS, REQUIRED, Metadata, ModelConfig
 
 if TYPE_CHECKING:
     from lila.formats.gguf import GGUFFile, TensorInfo
@@ -36,12 +36,7 @@ class ModelSpec:
 
 
 def describe(gguf: "GGUFFile") -> ModelSpec:
-    arch = gguf.metadata.get("general.architecture")
-    if arch is None:
-        raise ModelFormatError("missing metadata 'general.architecture'")
-    if not isinstance(arch, str):
-        raise ModelFormatError("metadata 'general.architecture' should be a string, "
-                               f"got {arch!r:.60}")
+    arch = Metadata(gguf.metadata, "").str("general.architecture", REQUIRED)
     if arch not in ARCHITECTURES:
         raise UnsupportedError(f"architecture {arch!r} is not supported "
                                f"(supported: {', '.join(ARCHITECTURES)})")

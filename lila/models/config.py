@@ -26,7 +26,7 @@ class Metadata:
         full = key if key.startswith(("general.", "tokenizer.")) else f"{self.arch}.{key}"
         if full in self.raw:
             return full, self.raw[full]
-        if default is _REQUIRED:
+        if default is REQUIRED:
             raise ModelFormatError(f"missing metadata key {full!r}")
         return full, default
 
@@ -60,7 +60,7 @@ class Metadata:
         return value
 
 
-_REQUIRED = object()
+REQUIRED = object()
 
 
 def _is_np_int(value: Any) -> bool:
@@ -91,7 +91,7 @@ class ModelConfig:
 
     @classmethod
     def from_metadata(cls, meta: Metadata, vocab_size: int) -> "ModelConfig":
-        req = _REQUIRED
+        req = REQUIRED
         dim = meta.int("embedding_length", req, lo=1, hi=MAX_DIM)
         n_heads = meta.int("attention.head_count", req, lo=1, hi=MAX_HEADS)
         n_kv_heads = meta.int("attention.head_count_kv", n_heads, lo=1, hi=n_heads)
