@@ -1,0 +1,111 @@
+"""Assemble and compile native/ into the shared library the native backends load.
+
+    python -m lila.native.build [--out DIR]
+
+Sources: native/common/*.c, then native/<arch>/*.c and *.S for this machine's
+architecture. The assembly is hand-written for every kernel family the folder has, so
+no -march flag is used: the library runs on any CPU of the architecture, and the
+executor picks the family at run time. Besides the library, the build writes the cffi
+declarations taken from native/include, so the loader always matches what was built.
+
+A machine without a C compiler gets a one-line notice and no library; Lila then runs on
+its numba kernels.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from lila.native import CDEF, LIBRARY, PACKAGE_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+NATIVE = ROOT / "native"
+ARCH_DIRS = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+CFLAGS = ["-O2", "-fPIC", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
+          "-Wshadow", "-Wconversion", "-Wno-sign-conversion", "-pthread"]
+
+
+class BuildError(Exception):
+    pass
+
+
+def sources(arch_dir: str) -> list[Path]:
+    found = sorted((NATIVE / "common").glob("*.c"))
+    for pattern in ("*.c", "*.S"):
+        found += sorted((NATIVE / arch_dir).glob(pattern))
+    return found
+
+
+def cdef_text() -> str:
+    """The declarations between the cdef markers of every header, for cffi."""
+    parts = []
+    for header in sorted((NATIVE / "include").glob("*.h")):
+        text = header.read_text()
+        begin, end = text.index("/* cdef begin */"), text.index("/* cdef end */")
+        parts.append(text[begin:end])
+    return "\n".join(parts)
+
+
+def build(out_dir: Path = PACKAGE_DIR, *, cc: str | None = None, verbose: bool = False) -> Path:
+    """Build the library into out_dir; raises BuildError with the reason if it cannot."""
+    arch = platform.machine().lower()
+    arch_dir = ARCH_DIRS.get(arch)
+    if arch_dir is None or not any((NATIVE / arch_dir).glob("*.S")):
+        raise BuildError(f"no native kernels for {platform.machine()} yet")
+    cc = cc or os.environ.get("CC") or "cc"
+    if shutil.which(cc) is None:
+        raise BuildError(f"no C compiler ({cc}) found")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        objects = []
+        for src in sources(arch_dir):
+            obj = Path(tmp) / (src.parent.name + "_" + src.name + ".o")
+            flags = CFLAGS if src.suffix == ".c" else ["-fPIC"]
+            _run([cc, *flags, "-I", str(NATIVE / "include"), "-c", str(src), "-o", str(obj)],
+                 f"{src.relative_to(ROOT)} did not compile", verbose)
+            objects.append(str(obj))
+        library = out_dir / LIBRARY
+        staged = Path(tmp) / LIBRARY
+        _run([cc, "-shared", "-pthread", "-o", str(staged), *objects, "-lm"], "linking failed",
+             verbose)
+        # Replace, never overwrite in place: a running process may have the old one mapped.
+        os.replace(staged, library)
+    (out_dir / CDEF).write_text(cdef_text())
+    return library
+
+
+def _run(cmd: list[str], failure: str, verbose: bool) -> None:
+    if verbose:
+        print(" ".join(cmd))
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BuildError(f"{failure}\n{' '.join(cmd)}\n{result.stderr.strip()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lila.native.build", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=PACKAGE_DIR)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--strict", action="store_true", help="fail instead of falling back")
+    args = parser.parse_args(argv)
+    try:
+        library = build(args.out, verbose=args.verbose)
+    except BuildError as e:
+        first, _, detail = str(e).partition("\n")
+        print(f"lila: native kernels not built ({first}); numba kernels will be used", file=sys.stderr)
+        if args.strict:
+            print(detail, file=sys.stderr)
+            return 1
+        return 0
+    print(f"built {library}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""What kernel tests share: the native kernel families this machine can run, the numpy
+reference of activation quantization, and the error measure.
+
+Error bounds are normalised mean squared errors, as llama.cpp's test-backend-ops states
+them: sum((a - b)^2) / sum(b^2) against the numpy reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lila.hardware import detect
+from lila.hardware.backends import supported_families
+from lila.native import library
+
+# The layout of lila_q8 (native/include/lila_kernels.h).
+Q8 = np.dtype([("d", "<f4"), ("s", "<f4"), ("qs", "i1", 32)])
+NATIVE_FAMILIES = ("avx2", "avx512", "avx512-vnni")
+
+
+def runnable_families() -> list[str]:
+    """Kernel families built into the library that this CPU can run."""
+    native = library()
+    if native is None:
+        return []
+    cpu = {f.name for f in supported_families(detect())}
+    return [f for f in NATIVE_FAMILIES if f in cpu and native.kernels(f) is not None]
+
+
+def family_params():
+    """pytest parameters: one per runnable family; a test with none fails (the build is
+    part of `make setup`), it is not skipped."""
+    families = runnable_families()
+    if not families:
+        return [pytest.param(None, marks=pytest.mark.xfail(strict=True,
+                                                          reason="no native kernels built"))]
+    return families
+
+
+def quantize_q8(x: np.ndarray) -> np.ndarray:
+    """Rows of x (length a multiple of 32) -> lila_q8 blocks, shape (rows, n // 32),
+    exactly as the kernels do it: d = max|x| / 127, q = round_half_even(x * (1 / d))."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    blocks = x.reshape(*x.shape[:-1], -1, 32)
+    amax = np.abs(blocks).max(axis=-1)
+    d = (amax / np.float32(127)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = np.where(d > 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+    q = np.rint(blocks * inv[..., None]).astype(np.int8)
+    out = np.zeros(blocks.shape[:-1], Q8)
+    out["d"] = d
+    out["qs"] = q
+    out["s"] = d * q.astype(np.int32).sum(axis=-1).astype(np.float32)
+    return out
+
+
+def dequantize_q8(blocks: np.ndarray) -> np.ndarray:
+    """lila_q8 blocks -> float32 rows."""
+    values = blocks["qs"].astype(np.float32) * blocks["d"][..., None]
+    return values.reshape(*blocks.shape[:-1], -1)
+
+
+def nmse(actual: np.ndarray, expected: np.ndarray) -> float:
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    denom = float(np.sum(expected ** 2))
+    err = float(np.sum((actual - expected) ** 2))
+    return err / denom if denom > 0 else err
+
+
+def pointer(native, array: np.ndarray, ctype: str = "void *"):
+    """A cffi pointer to a contiguous numpy array (kept alive by the caller)."""
+    assert array.flags.c_contiguous
+    return native.ffi.cast(ctype, native.ffi.from_buffer(array))
