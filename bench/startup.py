@@ -11,14 +11,14 @@ import time
 import numpy as np
 
 from lila.chat_template import ChatTemplate
-from lila.executor import backend_class
+from lila.executor import choose, create
 from lila.formats.gguf import GGUFFile
 from lila.models import describe
 from lila.store import resolve_model
 from lila.tokenizer import Tokenizer
 
 
-def phases(path) -> dict[str, float]:
+def phases(path, backend: str | None) -> dict[str, float]:
     times, t = {}, time.perf_counter()
 
     def mark(name: str) -> None:
@@ -34,9 +34,10 @@ def phases(path) -> dict[str, float]:
     mark("tokenizer")
     ChatTemplate.from_gguf_metadata(gguf.metadata, tokenizer)
     mark("chat template")
-    backend = backend_class(None)(spec.plan, gguf, n_ctx=512, max_batch=64)
-    mark("backend (reference: dequantize to fp32)")
-    backend.forward(np.array(tokenizer.encode("Hello")), 0)
+    choice = choose(backend)
+    runner = create(choice, spec.plan, gguf, n_ctx=512, max_batch=64)
+    mark(f"backend {choice.name} (weights, buffers, threads)")
+    runner.forward(np.array(tokenizer.encode("Hello")), 0)
     mark("first forward")
     gguf.close()
     return times
@@ -46,9 +47,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", nargs="?", default=None)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--backend", default=None)
     args = parser.parse_args()
     path = resolve_model(args.model)
-    runs = [phases(path) for _ in range(args.runs)]
+    runs = [phases(path, args.backend) for _ in range(args.runs)]
     print(f"{path.name}, median of {args.runs} runs")
     for name in runs[0]:
         print(f"  {name:<42} {statistics.median(r[name] for r in runs) * 1000:8.1f} ms")

@@ -12,7 +12,7 @@ import psutil
 
 from lila.chat_template import ChatTemplate
 from lila.errors import LilaError
-from lila.executor import backend_class
+from lila.executor import backend_class, choose, create
 from lila.formats.gguf import GGUFFile
 from lila.generation.sampling import SamplingParams
 from lila.generation.session import Completion, Session, check_max_tokens
@@ -24,16 +24,21 @@ DEFAULT_MAX_TOKENS = 512
 
 
 def load(path: str | os.PathLike | None = None, *, n_ctx: int | None = None,
-         backend: str | None = None, max_batch: int = 128) -> "Model":
+         backend: str | None = None, threads: int | None = None, max_batch: int = 128) -> "Model":
     """Open a GGUF model (None: the default model). n_ctx: context window in tokens, at
-    most the model's (default: the smaller of the model's and 4096)."""
+    most the model's (default: the smaller of the model's and 4096). backend: a name
+    from `lila detect` (default: LILA_BACKEND, else the best for this CPU). threads:
+    default the CPU's performance cores."""
     from lila.store import resolve_model
     return Model(resolve_model(None if path is None else str(path)), n_ctx=n_ctx,
-                 backend=backend, max_batch=max_batch)
+                 backend=backend, threads=threads, max_batch=max_batch)
 
 
 class Model:
-    def __init__(self, path: Path, *, n_ctx: int | None, backend: str | None, max_batch: int):
+    def __init__(self, path: Path, *, n_ctx: int | None, backend: str | None,
+                 threads: int | None = None, max_batch: int = 128):
+        if threads is not None and not 1 <= threads <= 1024:
+            raise LilaError(f"threads must be between 1 and 1024, not {threads}")
         self.path = Path(path)
         self.gguf = GGUFFile.open(self.path)
         try:
@@ -44,11 +49,12 @@ class Model:
             if n_ctx is not None and not 1 <= n_ctx <= limit:
                 raise LilaError(f"context {n_ctx} is outside 1..{limit}, the model's maximum")
             self.n_ctx = n_ctx or min(limit, DEFAULT_CONTEXT)
-            runner = backend_class(backend)
-            self.memory = runner.memory_estimate(self.spec.plan, self.spec.weights,
-                                                 n_ctx=self.n_ctx, max_batch=max_batch)
+            self.choice = choose(backend)
+            self.memory = backend_class(self.choice).memory_estimate(
+                self.spec.plan, self.spec.weights, n_ctx=self.n_ctx, max_batch=max_batch)
             _check_fits(self.memory)
-            self.backend = runner(self.spec.plan, self.gguf, n_ctx=self.n_ctx, max_batch=max_batch)
+            self.backend = create(self.choice, self.spec.plan, self.gguf, n_ctx=self.n_ctx,
+                                  max_batch=max_batch, threads=threads)
         except BaseException:
             self.gguf.close()
             raise
@@ -63,6 +69,7 @@ class Model:
         return self.path.stem
 
     def close(self) -> None:
+        self.backend = self.session = None   # the backend's pointers into the map go first
         self.gguf.close()
 
     def __enter__(self) -> "Model":

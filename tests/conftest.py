@@ -20,7 +20,7 @@ def smollm2_path() -> Path:
 @pytest.fixture(scope="session")
 def smollm2(smollm2_path):
     import lila
-    with lila.load(smollm2_path, n_ctx=512) as model:
+    with lila.load(smollm2_path, n_ctx=512, backend="reference") as model:
         yield model
 
 

@@ -35,7 +35,7 @@ CASES = {
 def tiny(request, tmp_path_factory):
     arch = request.param.split("-")[0].replace("llama3", "llama")
     ref = hf_gguf.build(arch, tmp_path_factory.mktemp(request.param), **CASES[request.param])
-    with lila.load(ref.path, max_batch=16) as model:
+    with lila.load(ref.path, max_batch=16, backend="reference") as model:
         yield ref, model
 
 

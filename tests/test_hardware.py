@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lila.errors import LilaError
-from lila.hardware import (Backend, CpuInfo, choose_backend, detect, supported_families)
+from lila.hardware import CpuInfo, choose_backend, detect, supported_families
 from lila.hardware import backends
 from lila.hardware.cpu import normalize_arch, parse_sysctl, read_linux
 
@@ -143,29 +143,47 @@ def test_intel_mac_sysctl():
 
 # ---- kernel families and the backend ----
 
-@pytest.mark.parametrize("arch,features,best", [
-    ("x86_64", ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"), "avx512-vnni"),
-    ("x86_64", ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl"), "avx512"),
-    ("x86_64", ("avx2", "fma", "f16c", "avx512f"), "avx2"),
-    ("x86_64", ("avx", "avx2"), "generic"),               # AVX2 without FMA: none of ours
-    ("aarch64", ("asimd", "asimddp", "i8mm"), "neon-dotprod"),
-    ("aarch64", ("asimd",), "neon"),
-    ("riscv64", ("avx2", "fma", "f16c"), "generic"),      # features of another arch
+@pytest.fixture
+def everything_built(monkeypatch):
+    """The choice as on an installation that has every backend."""
+    monkeypatch.delenv("LILA_BACKEND", raising=False)
+    monkeypatch.setattr(backends, "unavailable", lambda backend: None)
+
+
+@pytest.mark.parametrize("arch,features,best,backend,kernels", [
+    ("x86_64", ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
+     "avx512-vnni", "avx512", "avx512-vnni"),
+    ("x86_64", ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl"), "avx512", "avx512", "avx512"),
+    ("x86_64", ("avx2", "fma", "f16c", "avx512f"), "avx2", "avx2", "avx2"),
+    ("x86_64", ("avx", "avx2"), "generic", "numba", None),    # AVX2 without FMA: none of ours
+    ("aarch64", ("asimd", "asimddp", "i8mm"), "neon-dotprod", "numba", None),
+    ("aarch64", ("asimd",), "neon", "numba", None),
+    ("riscv64", ("avx2", "fma", "f16c"), "generic", "numba", None),   # another arch's names
 ])
-def test_best_kernel_family(arch, features, best):
+def test_best_kernel_family_and_backend(everything_built, arch, features, best, backend, kernels):
     info = cpu(arch, *features)
     assert supported_families(info)[0].name == best
     choice = choose_backend(info)
-    assert (choice.name, choice.kernel_family) == ("reference", best)
-    assert ("not built yet" in choice.reason) == (best != "generic")
+    assert (choice.name, choice.kernels, choice.kernel_family) == (backend, kernels, best)
 
 
-def test_override_and_environment(monkeypatch):
-    info = cpu("x86_64", "avx2", "fma", "f16c")
+def test_without_a_native_build_numba_runs(monkeypatch):
     monkeypatch.delenv("LILA_BACKEND", raising=False)
+    monkeypatch.setattr(backends, "unavailable",
+                        lambda b: "native kernels not built" if b.name in backends.NATIVE else None)
+    choice = choose_backend(cpu("x86_64", "avx2", "fma", "f16c"))
+    assert choice.name == "numba" and "avx2: native kernels not built" in choice.reason
+    with pytest.raises(LilaError, match="backend avx2 cannot run here: native kernels not built"):
+        choose_backend(cpu("x86_64", "avx2", "fma", "f16c"), "avx2")
+
+
+def test_override_and_environment(everything_built, monkeypatch):
+    info = cpu("x86_64", "avx2", "fma", "f16c")
     assert choose_backend(info, "reference").name == "reference"
-    assert choose_backend(info, "auto").name == "reference"
-    with pytest.raises(LilaError, match=r"unknown backend 'fast' \(from --backend\); available: reference"):
+    assert choose_backend(info, "auto").name == "avx2"
+    assert choose_backend(info, "numba").name == "numba"
+    with pytest.raises(LilaError, match=r"unknown backend 'fast' \(from --backend\); "
+                                        r"available: avx512, avx2, numba, reference"):
         choose_backend(info, "fast")
     monkeypatch.setenv("LILA_BACKEND", "avx9")
     with pytest.raises(LilaError, match="from LILA_BACKEND"):
@@ -173,20 +191,32 @@ def test_override_and_environment(monkeypatch):
     assert choose_backend(info, "reference").name == "reference"   # the argument wins
     monkeypatch.setenv("LILA_BACKEND", "reference")
     assert "LILA_BACKEND" in choose_backend(info).reason
+    with pytest.raises(LilaError, match="backend avx512 needs avx512 kernels"):
+        choose_backend(info, "avx512")
 
 
-def test_a_registered_backend_is_chosen_where_the_cpu_runs_it(monkeypatch):
-    monkeypatch.delenv("LILA_BACKEND", raising=False)
-    monkeypatch.setattr(backends, "BACKENDS",
-                        (Backend("avx2", "avx2", "test kernels"),) + backends.BACKENDS)
+def test_avx2_runs_on_avx512_and_not_on_arm(everything_built):
     avx512 = cpu("x86_64", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl")
-    assert choose_backend(avx512).name == "avx2"        # an avx2 backend runs on AVX-512 too
-    assert choose_backend(cpu("aarch64", "asimd")).name == "reference"
+    assert choose_backend(avx512, "avx2").kernels == "avx2"
     with pytest.raises(LilaError, match="needs avx2 kernels"):
         choose_backend(cpu("aarch64", "asimd"), "avx2")
 
 
-def test_every_listed_backend_has_an_executor():
-    from lila.executor import BACKENDS as EXECUTORS
-    from lila.hardware.backends import BACKENDS
-    assert {b.name for b in BACKENDS} == set(EXECUTORS)
+def test_every_backend_has_an_executor():
+    from lila.executor import backend_class
+    for backend in backends.BACKENDS:
+        choice = backends.BackendChoice(backend.name, "", "generic", executor=backend.executor)
+        executor = backend_class(choice)
+        assert callable(executor.forward) and callable(executor.memory_estimate)
+
+
+@linux_only
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="cpuid is an x86 instruction")
+def test_cpuid_and_xgetbv_agree_with_the_os():
+    from lila.hardware.x86 import CPUID_BITS, cpuid_features
+    from lila.native import library
+    native = library()
+    assert native is not None, "the native library is part of `make setup`"
+    text = Path("/proc/cpuinfo").read_text()
+    line = next(l for l in text.splitlines() if l.split(":")[0].strip() == "flags")
+    assert cpuid_features(native) == frozenset(line.split(":", 1)[1].split()) & set(CPUID_BITS.values())

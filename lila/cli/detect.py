@@ -15,4 +15,9 @@ def run(args: argparse.Namespace) -> int:
     choice = choose_backend(cpu, args.backend)
     print(cpu.describe())
     print(f"backend: {choice.name} ({choice.reason})")
+    if choice.kernels:
+        from lila.native import library
+        print(f"kernels ({choice.kernels}):")
+        for entry, symbol in library().kernel_symbols(choice.kernels).items():
+            print(f"  {entry:<18} {symbol or 'missing'}")
     return 0

@@ -8,7 +8,7 @@ from collections import Counter
 import psutil
 
 from lila.chat_template import ChatTemplate
-from lila.executor import memory_estimate
+from lila.executor import choose, memory_estimate
 from lila.formats.gguf import GGUFFile
 from lila.models import describe
 from lila.tokenizer import Tokenizer
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="GGUF file, directory or pulled model name")
     parser.add_argument("-c", "--ctx-size", type=int, default=None,
                         help="context window for the memory estimate (default: min(model's, 4096))")
+    parser.add_argument("--backend", default=None, help="the backend to estimate memory for")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         mix = Counter()
         for info in spec.weights.values():
             mix[info.ggml_type.name] += math.prod(info.shape)
-        memory = memory_estimate(spec, n_ctx=n_ctx)
+        choice = choose(args.backend)
+        memory = memory_estimate(spec, n_ctx=n_ctx, backend=choice.name)
         rows = [
             ("file", str(path)),
             ("name", cfg.name),
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             ("chat template", "from the file" if "tokenizer.chat_template" in gguf.metadata
              else "none (ChatML fallback)"),
         ]
+        rows.append(("backend", f"{choice.name} ({choice.reason})"))
         total = sum(memory.values())
         available = psutil.virtual_memory().available
         rows += [(f"memory: {k}", f"{v / MB:.0f} MB") for k, v in memory.items()]

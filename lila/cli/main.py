@@ -10,6 +10,7 @@ from lila.errors import LilaError
 COMMANDS = {
     "chat": "interactive chat with a model",
     "run": "answer one prompt",
+    "bench": "measure prefill and decode speed",
     "info": "describe a model file",
     "detect": "show CPU features and the backend Lila would use",
     "pull": "fetch a model",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from lila.generation.sampling import SamplingParams
@@ -15,6 +16,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool) 
     parser.add_argument("-c", "--ctx-size", type=int, default=None,
                         help="context window in tokens (default: min(model's, 4096))")
     parser.add_argument("--backend", default=None, help="kernel backend (see `lila detect`)")
+    parser.add_argument("-t", "--threads", type=int, default=None,
+                        help="threads (default: the CPU's performance cores)")
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -44,4 +47,13 @@ def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_model(args: argparse.Namespace):
     import lila
-    return lila.load(args.model, n_ctx=args.ctx_size, backend=args.backend)
+    model = lila.load(args.model, n_ctx=args.ctx_size, backend=args.backend,
+                      threads=args.threads)
+    notice_fallback(model.choice)
+    return model
+
+
+def notice_fallback(choice) -> None:
+    """One line on stderr when this CPU has native kernels that this installation lacks."""
+    if choice.name == "numba" and choice.kernel_family != "generic":
+        print(f"lila: running on numba kernels ({choice.reason})", file=sys.stderr)

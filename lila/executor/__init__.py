@@ -1,22 +1,39 @@
 """Backends that execute a model's plan, and what running one costs in memory.
 
-Only the numpy reference backend exists so far; native backends register here.
+The list of backends and the choice among them live in lila.hardware.backends; this
+module makes the chosen one.
 """
 from __future__ import annotations
 
-from lila.executor.reference import ReferenceBackend
+import importlib
 
-BACKENDS = {ReferenceBackend.name: ReferenceBackend}
+from lila.hardware import BackendChoice, choose_backend, detect
 
 
-def backend_class(name: str | None) -> type:
+def backend_class(choice: BackendChoice) -> type:
+    module, _, cls = choice.executor.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def choose(name: str | None = None) -> BackendChoice:
     """The backend to run on this CPU: name, else LILA_BACKEND, else the best available."""
-    from lila.hardware import choose_backend, detect
-    return BACKENDS[choose_backend(detect(), name).name]
+    return choose_backend(detect(), name)
+
+
+def create(choice: BackendChoice, plan, gguf, *, n_ctx: int, max_batch: int,
+           threads: int | None = None):
+    """The chosen backend, ready to run plan. threads: None for the CPU's default."""
+    cls = backend_class(choice)
+    if choice.kernels is not None:
+        return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch, family=choice.kernels,
+                   threads=threads or detect().default_threads)
+    if choice.name == "numba":
+        return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch, threads=threads)
+    return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch)
 
 
 def memory_estimate(spec, *, n_ctx: int, max_batch: int = 128, backend: str | None = None
                     ) -> dict[str, int]:
     """Bytes by purpose for running spec's plan on the backend that would be chosen."""
-    return backend_class(backend).memory_estimate(spec.plan, spec.weights, n_ctx=n_ctx,
-                                                  max_batch=max_batch)
+    return backend_class(choose(backend)).memory_estimate(spec.plan, spec.weights, n_ctx=n_ctx,
+                                                          max_batch=max_batch)

@@ -41,12 +41,19 @@ class Backend:
     name: str
     family: str                  # the kernel family it needs ("generic": runs anywhere)
     summary: str
+    executor: str                # "module:Class" that runs a plan (imported when used)
 
 
-# Best first: with no override, the first backend whose family the CPU supports is used.
+# Best first: with no override, the first backend the CPU supports and this installation
+# has is used. The native backends name the family they need at least; avx512 runs the
+# VNNI variant of its kernels where the CPU has it.
 BACKENDS = (
-    Backend("reference", "generic", "numpy, fp32"),
+    Backend("avx512", "avx512", "hand-written AVX-512 kernels", "lila.executor.native:NativeBackend"),
+    Backend("avx2", "avx2", "hand-written AVX2 kernels", "lila.executor.native:NativeBackend"),
+    Backend("numba", "generic", "numba kernels", "lila.executor.numba_backend:NumbaBackend"),
+    Backend("reference", "generic", "numpy, fp32", "lila.executor.reference:ReferenceBackend"),
 )
+NATIVE = {"avx512", "avx2"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class BackendChoice:
     name: str
     reason: str
     kernel_family: str           # the best family the CPU supports, built or not
+    kernels: str | None = None   # the kernel table a native backend runs ("avx512-vnni")
+    executor: str = ""
 
 
 def supported_families(cpu: CpuInfo) -> list[KernelFamily]:
@@ -62,13 +71,42 @@ def supported_families(cpu: CpuInfo) -> list[KernelFamily]:
             if f.arch in (None, cpu.arch) and f.requires <= cpu.features]
 
 
+def kernel_table(backend: Backend, supported: set[str]) -> str | None:
+    if backend.name == "avx512" and "avx512-vnni" in supported:
+        return "avx512-vnni"
+    return backend.family if backend.name in NATIVE else None
+
+
+def unavailable(backend: Backend) -> str | None:
+    """Why this installation cannot run backend (None: it can)."""
+    if backend.name in NATIVE:
+        from lila.native import library, unavailable_reason
+        native = library()
+        if native is None:
+            return unavailable_reason()
+        if native.kernels(backend.family) is None:
+            return f"the native library has no {backend.family} kernels"
+    if backend.name == "numba":
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            return "numba is not installed"
+    return None
+
+
 def choose_backend(cpu: CpuInfo, override: str | None = None) -> BackendChoice:
     """The backend to run on cpu: override (a backend name, or "auto"), else the
-    LILA_BACKEND environment variable, else the best one the CPU supports."""
-    best = supported_families(cpu)[0].name
-    supported = {f.name for f in supported_families(cpu)}
+    LILA_BACKEND environment variable, else the best one the CPU supports and this
+    installation has."""
+    families = supported_families(cpu)
+    best, supported = families[0].name, {f.name for f in families}
     source = "--backend" if override else "LILA_BACKEND"
     requested = override or os.environ.get("LILA_BACKEND") or "auto"
+
+    def choice(backend: Backend, reason: str) -> BackendChoice:
+        return BackendChoice(backend.name, reason, best, kernel_table(backend, supported),
+                             backend.executor)
+
     if requested != "auto":
         backend = next((b for b in BACKENDS if b.name == requested), None)
         if backend is None:
@@ -78,10 +116,18 @@ def choose_backend(cpu: CpuInfo, override: str | None = None) -> BackendChoice:
         if backend.family not in supported:
             raise LilaError(f"backend {requested} needs {backend.family} kernels, which this "
                             f"CPU cannot run (its best: {best})")
-        return BackendChoice(backend.name, f"{backend.summary}; chosen by {source}", best)
-    backend = next(b for b in BACKENDS if b.family in supported)
-    if backend.family == best:
-        reason = backend.summary
-    else:
-        reason = f"{backend.summary}; this CPU supports {best} kernels, not built yet"
-    return BackendChoice(backend.name, reason, best)
+        why_not = unavailable(backend)
+        if why_not:
+            raise LilaError(f"backend {requested} cannot run here: {why_not}")
+        return choice(backend, f"{backend.summary}; chosen by {source}")
+    skipped = []
+    for backend in BACKENDS:
+        if backend.family not in supported:
+            continue
+        why_not = unavailable(backend)
+        if why_not:
+            skipped.append(f"{backend.name}: {why_not}")
+            continue
+        reason = backend.summary + (f" ({'; '.join(skipped)})" if skipped else "")
+        return choice(backend, reason)
+    raise LilaError("no backend can run here: " + "; ".join(skipped))

@@ -7,6 +7,7 @@ be used.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -100,6 +101,8 @@ def detect() -> CpuInfo:
         logical = psutil.cpu_count() or 1
         cores = Cores(platform.processor(), psutil.cpu_count(logical=False) or logical,
                       logical, None, frozenset())
+    if arch == "x86_64":
+        cores = _with_cpuid(cores)
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:   # not on macOS or Windows
@@ -107,6 +110,18 @@ def detect() -> CpuInfo:
     memory = psutil.virtual_memory()
     return CpuInfo(arch, cores.model, cores.physical, cores.logical, cores.performance,
                    usable, cores.features, memory.total, memory.available)
+
+
+def _with_cpuid(cores: Cores) -> Cores:
+    """The vector features as cpuid and xgetbv report them, where the native library
+    (which has the two instructions) is built; the OS's list otherwise."""
+    from lila.hardware.x86 import CPUID_BITS, cpuid_features
+    from lila.native import library
+    native = library()
+    if native is None:
+        return cores
+    others = cores.features - set(CPUID_BITS.values())
+    return dataclasses.replace(cores, features=others | cpuid_features(native))
 
 
 def normalize_arch(machine: str) -> str:

@@ -8,9 +8,6 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-LIBRARY = "liblila.so"
-CDEF = "liblila.cdef"     # the declarations the library was built with, for cffi
 
 
 class Native:
@@ -28,9 +25,31 @@ class Native:
         table = self.lib.lila_kernel_table(family.encode())
         return None if table == self.ffi.NULL else table
 
+    def kernel_symbols(self, family: str) -> dict[str, str | None]:
+        """Every entry of the family's table ("gemv[Q4_1]", "rmsnorm") and the symbol that
+        implements it ("lila_gemv_q4_1_avx2"), None where the entry is empty."""
+        from lila.formats.quants import GGMLType
+        table, symbols = self.kernels(family), {}
+        for field, info in self.ffi.typeof("lila_kernels").fields:
+            if field == "name":
+                continue
+            entry = getattr(table, field)
+            if info.type.kind == "array":
+                for ggml_type in GGMLType:
+                    if int(ggml_type) < info.type.length and entry[ggml_type] != self.ffi.NULL:
+                        symbols[f"{field}[{ggml_type.name}]"] = self._symbol(entry[ggml_type])
+            else:
+                symbols[field] = self._symbol(entry) if entry != self.ffi.NULL else None
+        return symbols
+
+    def _symbol(self, fn) -> str | None:
+        name = self.lib.lila_kernel_name(self.ffi.cast("void *", fn))
+        return None if name == self.ffi.NULL else self.ffi.string(name).decode()
+
 
 @lru_cache(maxsize=1)
 def _load() -> tuple[Native | None, str]:
+    from lila.native.build import CDEF, LIBRARY, PACKAGE_DIR
     path, cdef = PACKAGE_DIR / LIBRARY, PACKAGE_DIR / CDEF
     if not path.exists() or not cdef.exists():
         return None, "native kernels not built (run `make setup` or `python -m lila.native.build`)"

@@ -22,10 +22,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lila.native import CDEF, LIBRARY, PACKAGE_DIR
-
-ROOT = Path(__file__).resolve().parents[2]
+# Self-contained (no lila imports): setup.py runs this file before lila's dependencies
+# are installed.
+PACKAGE_DIR = Path(__file__).resolve().parent
+LIBRARY = "liblila.so"
+CDEF = "liblila.cdef"     # the declarations the library was built with, for cffi
+ROOT = PACKAGE_DIR.parents[1]
 NATIVE = ROOT / "native"
+HEADERS = ("lila_kernels.h", "lila_executor.h", "lila_cpu.h")   # in dependency order
 ARCH_DIRS = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 CFLAGS = ["-O2", "-fPIC", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
           "-Wshadow", "-Wconversion", "-Wno-sign-conversion", "-pthread"]
@@ -45,8 +49,8 @@ def sources(arch_dir: str) -> list[Path]:
 def cdef_text() -> str:
     """The declarations between the cdef markers of every header, for cffi."""
     parts = []
-    for header in sorted((NATIVE / "include").glob("*.h")):
-        text = header.read_text()
+    for header in HEADERS:
+        text = (NATIVE / "include" / header).read_text()
         begin, end = text.index("/* cdef begin */"), text.index("/* cdef end */")
         parts.append(text[begin:end])
     return "\n".join(parts)

@@ -106,6 +106,9 @@ typedef struct {
  * none by that name. The caller checks the CPU can run it. */
 const lila_kernels *lila_kernel_table(const char *family);
 
+/* The symbol name of a kernel (for `lila bench` and `lila detect`), or NULL. */
+const char *lila_kernel_name(const void *kernel);
+
 /* cdef end */
 #ifdef __cplusplus
 }

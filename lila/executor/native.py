@@ -1,0 +1,357 @@
+"""The native backend: the plan compiled to an op array that native/common/executor.c
+runs on a pool of threads with one kernel family's assembly kernels.
+
+Compiling fuses what would otherwise be extra passes over memory or extra barriers:
+  - an RMSNorm whose output only feeds matmuls is normalised and quantized in one pass;
+  - matmuls reading the same input (Q, K, V) become one op, so threads share its rows;
+  - gate and up matmuls followed by their GLU become one op writing the GLU output;
+  - a matmul whose output is only added to the residual stream accumulates into it.
+Weights stay in the GGUF map; only types without kernels are converted (to Q8_0) at load.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lila.errors import LilaError
+from lila.executor.plan import Op, Plan
+from lila.executor.weights import KERNEL_TYPES, matmul_weight
+from lila.formats.gguf import GGUFFile
+from lila.native import library
+
+Q8_BLOCK = 40        # sizeof(lila_q8)
+Q8_DTYPE = np.dtype([("d", "<f4"), ("s", "<f4"), ("qs", "i1", 32)])
+EMBED_TYPES = KERNEL_TYPES | {0, 1}   # F32, F16 rows are looked up directly
+
+
+class NativeBackend:
+    """Runs a plan with the kernels of one family ("avx2", "avx512", "avx512-vnni")."""
+
+    name = "native"
+
+    def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int,
+                 family: str, threads: int):
+        native = library()
+        if native is None:
+            raise LilaError("the native library is not built; run `make setup`")
+        kernels = native.kernels(family)
+        if kernels is None:
+            raise LilaError(f"the native library has no {family} kernels")
+        self.native, self.family, self.threads = native, family, threads
+        self.plan, self.n_ctx, self.max_batch = plan, n_ctx, min(max_batch, n_ctx)
+        self.name = family
+        program = _Compiler(plan, gguf, native, n_ctx=n_ctx, max_batch=self.max_batch).compile()
+        self._program = program
+        program.struct.kernels = kernels
+        ctx = native.lib.lila_create(program.struct, threads)
+        if ctx == native.ffi.NULL:
+            raise LilaError(f"could not start {threads} threads for the native backend")
+        self._ctx = native.ffi.gc(ctx, native.lib.lila_destroy)
+        self._tokens = np.zeros(self.max_batch, np.int32)
+        self._tokens_ptr = native.ffi.cast("int32_t *", native.ffi.from_buffer(self._tokens))
+        self.logits_buffer = program.buffers[plan.logits]
+        self.converted = program.converted
+        self._used = program.used
+
+    def kernel_names(self) -> dict[str, str]:
+        """Each kernel this model runs ("gemv[Q4_1]") and the symbol that implements it
+        ("lila_gemv_q4_1_avx2"), as the library reports it."""
+        symbols = self.native.kernel_symbols(self.family)
+        return {entry: symbols.get(entry) or "missing" for entry in sorted(self._used)}
+
+    @staticmethod
+    def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:
+        max_batch = min(max_batch, n_ctx)
+        matmul_weights = {w for op in plan.ops if op.kind in ("linear", "embed") for w in op.weights[:1]}
+        converted = sum(_q8_0_bytes(weights[w].shape) for w in matmul_weights
+                        if int(weights[w].ggml_type) not in KERNEL_TYPES
+                        and not _embed_only(plan, w, weights))
+        return {
+            "weights (mapped)": sum(info.nbytes for info in weights.values()),
+            "weights (converted to Q8_0)": converted,
+            "KV cache (fp16)": sum(2 * 2 * n_ctx * kv.n_kv_heads * kv.head_dim for kv in plan.kv),
+            # fp32 rows, and their quantized copies (40 bytes per 32 values)
+            "activations": sum(max_batch * width * 4 + max_batch * width // 32 * Q8_BLOCK
+                               for width in plan.widths.values()),
+        }
+
+    def forward(self, tokens: np.ndarray, pos0: int, *, all_logits: bool = False) -> np.ndarray:
+        """As ReferenceBackend.forward."""
+        n = len(tokens)
+        if not 0 < n <= self.max_batch or pos0 < 0 or pos0 + n > self.n_ctx:
+            raise ValueError(f"batch of {n} at position {pos0} does not fit "
+                             f"(max batch {self.max_batch}, context {self.n_ctx})")
+        self._tokens[:n] = tokens
+        if self.native.lib.lila_forward(self._ctx, self._tokens_ptr, n, pos0, int(all_logits)) != 0:
+            raise ValueError("token id outside the vocabulary")
+        logits = self.logits_buffer
+        return logits[:n].copy() if all_logits else logits[n - 1:n].copy()
+
+
+def _q8_0_bytes(shape: tuple[int, ...]) -> int:
+    return math.prod(shape) // 32 * 34
+
+
+def _embed_only(plan: Plan, name: str, weights: dict) -> bool:
+    """An embedding table no matmul uses and whose type can be looked up as it is."""
+    used_by_linear = any(op.kind == "linear" and op.weights[0] == name for op in plan.ops)
+    return not used_by_linear and int(weights[name].ggml_type) in EMBED_TYPES
+
+
+@dataclass
+class _Program:
+    struct: object               # lila_program *
+    buffers: dict[str, np.ndarray]
+    converted: dict[str, str]    # weight name -> what it was converted from
+    used: set[str]               # kernel table entries the program calls
+    keepalive: list
+
+
+class _Compiler:
+    def __init__(self, plan: Plan, gguf: GGUFFile, native, *, n_ctx: int, max_batch: int):
+        self.plan, self.gguf, self.ffi = plan, gguf, native.ffi
+        self.n_ctx, self.max_batch = n_ctx, max_batch
+        self.keep: list = []
+        self.buffers = {name: np.zeros((max_batch, width), np.float32)
+                        for name, width in plan.widths.items()}
+        self.q8: dict[str, np.ndarray] = {}
+        self.matrices: dict[str, tuple[int, np.ndarray]] = {}
+        self.vectors: dict[str, np.ndarray] = {}
+        self.converted: dict[str, str] = {}
+        self.ropes: list[tuple] = []
+        self.used: set = set()
+        self.k_cache = [np.zeros((n_ctx, kv.n_kv_heads * kv.head_dim), np.uint16) for kv in plan.kv]
+        self.v_cache = [np.zeros_like(k) for k in self.k_cache]
+
+    # -- pointers -------------------------------------------------------------------
+
+    def ptr(self, array: np.ndarray, ctype: str):
+        self.keep.append(array)
+        return self.ffi.cast(ctype, self.ffi.from_buffer(array))
+
+    def fp32(self, buffer: str):
+        return self.ptr(self.buffers[buffer], "float *")
+
+    def q8_of(self, buffer: str):
+        width = self.plan.widths[buffer]
+        if width % 32:
+            raise LilaError(f"the native backend needs matmul inputs in multiples of 32 "
+                            f"values; this model has {width}")
+        if buffer not in self.q8:
+            self.q8[buffer] = np.zeros((self.max_batch, width // 32), Q8_DTYPE)
+        return self.ptr(self.q8[buffer], "lila_q8 *")
+
+    def matrix(self, name: str) -> tuple[int, np.ndarray]:
+        if name not in self.matrices:
+            ggml_type, rows = matmul_weight(self.gguf, name)
+            original = self.gguf.tensors[name].ggml_type
+            if ggml_type != int(original):
+                self.converted[name] = original.name
+            self.matrices[name] = (ggml_type, rows)
+        return self.matrices[name]
+
+    def vector(self, name: str):
+        if name not in self.vectors:
+            self.vectors[name] = np.ascontiguousarray(self.gguf.tensor(name), np.float32).reshape(-1)
+        return self.ptr(self.vectors[name], "float *")
+
+    # -- fusion analysis --------------------------------------------------------------
+
+    def readers(self, i: int, buffer: str) -> list[Op]:
+        """Ops after i that read buffer's current contents (until it is written again)."""
+        found = []
+        for op in self.plan.ops[i + 1:]:
+            if buffer in op.ins:
+                found.append(op)
+            if op.out == buffer:
+                break
+        return found
+
+    # -- compilation -------------------------------------------------------------------
+
+    def compile(self) -> _Program:
+        ops = self.plan.ops
+        emitted = []
+        quantized: set[str] = set()   # buffers whose q8 copy is current
+        i = 0
+        while i < len(ops):
+            op = ops[i]
+            if op.kind == "linear":
+                group = self.linear_group(i)
+                x = op.ins[0]
+                if x not in quantized:
+                    emitted.append(self.op("QUANTIZE", in_=self.fp32(x), in_stride=self.plan.widths[x],
+                                           width=self.plan.widths[x], q8=self.q8_of(x),
+                                           q8_stride=self.plan.widths[x] // 32))
+                    quantized.add(x)
+                consumed = self.matmul(i, group, emitted)
+                quantized -= {o.out for o in ops[i:i + consumed]}
+                i += consumed
+                continue
+            if op.kind == "rmsnorm" and op.attrs["heads"] == 1 and self.feeds_only_matmuls(i):
+                emitted.append(self.op("RMSNORM_Q8", in_=self.fp32(op.ins[0]),
+                                       in_stride=self.plan.widths[op.ins[0]],
+                                       width=self.plan.widths[op.out], q8=self.q8_of(op.out),
+                                       q8_stride=self.plan.widths[op.out] // 32,
+                                       table=self.vector(op.weights[0]), eps=op.attrs["eps"]))
+                quantized.add(op.out)
+            else:
+                emitted.append(self.single(op))
+                quantized.discard(op.out)
+            i += 1
+        return self.finish(emitted)
+
+    def linear_group(self, i: int) -> list[Op]:
+        """The linear op at i and up to two more right after it reading the same input
+        (Q, K, V; gate, up), none of which overwrites that input."""
+        ops, first = self.plan.ops, self.plan.ops[i]
+        group = [first]
+        for op in ops[i + 1:i + 3]:
+            if op.kind != "linear" or op.ins != first.ins or op.attrs != first.attrs:
+                break
+            group.append(op)
+        while any(g.out == first.ins[0] for g in group[:-1]):
+            group.pop()
+        return group
+
+    def feeds_only_matmuls(self, i: int) -> bool:
+        readers = self.readers(i, self.plan.ops[i].out)
+        return bool(readers) and all(r.kind == "linear" for r in readers)
+
+    def matmul(self, i: int, group: list[Op], emitted: list) -> int:
+        """Emits the group's matmul op (fused with a following GLU or residual add);
+        returns how many plan ops it consumed."""
+        ops, widths = self.plan.ops, self.plan.widths
+        x = group[0].ins[0]
+        parts = [self.part(g) for g in group]
+        flags, consumed = 0, len(group)
+        nxt = ops[i + consumed] if i + consumed < len(ops) else None
+        if (len(group) == 2 and nxt is not None and nxt.kind == "glu"
+                and nxt.ins == (group[0].out, group[1].out)
+                and self.types_of(group)[0] == self.types_of(group)[1]
+                and not self.readers(i + consumed, group[0].out)
+                and not self.readers(i + consumed, group[1].out)):
+            flags |= {"silu": self.lib_const("GLU_SILU"),
+                      "gelu_tanh": self.lib_const("GLU_GELU")}[nxt.attrs["activation"]]
+            parts[0]["out"], parts[0]["out_stride"] = self.fp32(nxt.out), widths[nxt.out]
+            consumed += 1
+        elif (len(group) == 1 and nxt is not None and nxt.kind == "add"
+              and group[0].out in nxt.ins and nxt.out in nxt.ins and nxt.out != group[0].out
+              and not self.readers(i + consumed, group[0].out)):
+            flags |= self.lib_const("ACCUMULATE")
+            parts[0]["out"], parts[0]["out_stride"] = self.fp32(nxt.out), widths[nxt.out]
+            consumed += 1
+        if group[0].attrs["last_row_only"]:
+            flags |= self.lib_const("LAST_ROW_ONLY")
+        emitted.append(self.op("MATMUL", flags=flags, q8=self.q8_of(x), q8_stride=widths[x] // 32,
+                               nb=widths[x] // 32, parts=parts, n_parts=len(parts)))
+        return consumed
+
+    def types_of(self, group: list[Op]) -> list[int]:
+        return [self.matrix(g.weights[0])[0] for g in group]
+
+    def part(self, op: Op) -> dict:
+        ggml_type, rows = self.matrix(op.weights[0])
+        width = self.plan.widths[op.ins[0]]
+        if rows.shape[0] != self.plan.widths[op.out] or rows.shape[1] * 32 < width:
+            raise LilaError(f"weight {op.weights[0]} does not match the plan")
+        return {"w": self.ptr(rows, "void *"), "row_bytes": rows.shape[1], "rows": rows.shape[0],
+                "wtype": ggml_type,
+                "bias": self.vector(op.weights[1]) if len(op.weights) > 1 else self.ffi.NULL,
+                "out": self.fp32(op.out), "out_stride": self.plan.widths[op.out]}
+
+    def single(self, op: Op):
+        w = self.plan.widths
+        if op.kind == "embed":
+            name = op.weights[0]
+            info = self.gguf.tensors[name]
+            if int(info.ggml_type) in EMBED_TYPES:
+                ggml_type, table = int(info.ggml_type), self.gguf.tensor_bytes(name).reshape(info.shape[0], -1)
+            else:
+                ggml_type, table = self.matrix(name)
+            return self.op("EMBED", out=self.fp32(op.out), out_stride=w[op.out], width=w[op.out],
+                           table=self.ptr(table, "void *"), table_rows=table.shape[0],
+                           table_row_bytes=table.shape[1], wtype=ggml_type, scale=op.attrs["scale"])
+        if op.kind == "rmsnorm":
+            return self.op("RMSNORM", in_=self.fp32(op.ins[0]), in_stride=w[op.ins[0]],
+                           out=self.fp32(op.out), out_stride=w[op.out], width=w[op.out],
+                           table=self.vector(op.weights[0]), eps=op.attrs["eps"],
+                           heads=op.attrs["heads"])
+        if op.kind == "rope":
+            a = op.attrs
+            spec = (a["rot_dim"], a["base"], a["scale"], op.weights[0] if op.weights else None)
+            if spec not in self.ropes:
+                self.ropes.append(spec)
+            return self.op("ROPE", in_=self.fp32(op.out), in_stride=w[op.out],
+                           flags=self.lib_const("NEOX") if a["neox"] else 0,
+                           rope_table=self.ropes.index(spec), heads=a["heads"],
+                           head_dim=a["head_dim"], rot_dim=a["rot_dim"])
+        if op.kind == "attention":
+            a = op.attrs
+            q, k, v = op.ins
+            return self.op("ATTENTION", in_=self.fp32(q), in_stride=w[q], k_in=self.fp32(k),
+                           v_in=self.fp32(v), kv_in_stride=w[k], out=self.fp32(op.out),
+                           out_stride=w[op.out], heads=a["heads"], kv_heads=a["kv_heads"],
+                           head_dim=a["head_dim"], scale=a["scale"], window=a["window"] or 0,
+                           k_cache=self.ptr(self.k_cache[a["layer"]], "uint16_t *"),
+                           v_cache=self.ptr(self.v_cache[a["layer"]], "uint16_t *"))
+        if op.kind in ("glu", "add"):
+            flags = 0
+            if op.kind == "glu":
+                flags = self.lib_const("GLU_SILU" if op.attrs["activation"] == "silu" else "GLU_GELU")
+            return self.op(op.kind.upper(), flags=flags, in_=self.fp32(op.ins[0]),
+                           in_stride=w[op.ins[0]], in2=self.fp32(op.ins[1]), in2_stride=w[op.ins[1]],
+                           out=self.fp32(op.out), out_stride=w[op.out], width=w[op.out])
+        raise LilaError(f"the native backend cannot run op {op.kind!r}")
+
+    def lib_const(self, name: str) -> int:
+        return getattr(library().lib, "LILA_" + name)
+
+    def op(self, kind: str, *, parts: list[dict] = (), **fields) -> dict:
+        self.used |= self.kernels_of(kind, fields.get("flags", 0), fields.get("wtype"), parts)
+        fields["kind"] = self.lib_const("OP_" + kind)
+        if "in_" in fields:
+            fields["in"] = fields.pop("in_")
+        fields["parts"] = parts
+        return fields
+
+    def kernels_of(self, kind: str, flags: int, wtype: int | None, parts: list[dict]) -> set[str]:
+        """The kernel table entries an op calls, named as Native.kernel_symbols names them."""
+        from lila.formats.quants import GGMLType
+        c = self.lib_const
+        act = "silu_mul" if flags & c("GLU_SILU") else "gelu_mul"
+        if kind == "MATMUL":
+            used = {f"{mm}[{GGMLType(p['wtype']).name}]" for p in parts for mm in ("gemv", "gemm")}
+            if flags & (c("GLU_SILU") | c("GLU_GELU")):
+                used.add(act)
+            if flags & c("ACCUMULATE") or any(p["bias"] != self.ffi.NULL for p in parts):
+                used.add("add")
+            return used
+        return {"EMBED": {f"embed[{GGMLType(wtype).name}]" if wtype is not None else ""},
+                "RMSNORM": {"rmsnorm"}, "RMSNORM_Q8": {"rmsnorm_q8"}, "QUANTIZE": {"quantize_q8"},
+                "ROPE": {"rope_neox" if flags & c("NEOX") else "rope_interleaved"},
+                "ATTENTION": {"to_f16", "attn_scores", "softmax", "attn_values"},
+                "GLU": {act}, "ADD": {"add"}}[kind]
+
+    def finish(self, emitted: list[dict]):
+        ffi = self.ffi
+        ops = ffi.new("lila_op[]", len(emitted))
+        for i, fields in enumerate(emitted):
+            parts = fields.pop("parts")
+            for key, value in fields.items():
+                setattr(ops[i], key, value)
+            for j, part in enumerate(parts):
+                for key, value in part.items():
+                    setattr(ops[i].parts[j], key, value)
+        ropes = ffi.new("lila_rope_spec[]", max(len(self.ropes), 1))
+        for i, (rot_dim, base, scale, factors) in enumerate(self.ropes):
+            ropes[i].rot_dim, ropes[i].base, ropes[i].scale = rot_dim, base, scale
+            ropes[i].freq_factors = self.vector(factors) if factors else ffi.NULL
+        program = ffi.new("lila_program *")
+        program.ops, program.n_ops = ops, len(emitted)
+        program.ropes, program.n_ropes = ropes, len(self.ropes)
+        program.max_batch, program.n_ctx = self.max_batch, self.n_ctx
+        self.keep += [ops, ropes, self.k_cache, self.v_cache]
+        return _Program(program, self.buffers, self.converted, self.used, self.keep)

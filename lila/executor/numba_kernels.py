@@ -1,0 +1,605 @@
+"""The numba backend's kernels: each does one op of the plan on numpy arrays.
+
+They implement the math of the native kernels (native/include/lila_kernels.h), so the
+two backends agree closely:
+  - a linear's input rows are quantized to blocks of 32 int8 values (d = max|x| / 127,
+    q = round-half-even(x * (1 / d)), s = d * sum(q)), kept as three arrays: d and s
+    (rows, blocks) and qs (rows, width);
+  - weights are read as the raw bytes of their GGML blocks and each product is an
+    integer dot per block of 32 with fp32 scales: with weight = scale * code + offset
+    in a block, its product with x ~= d * qs is scale * (d * sum(code * qs)) + offset * s;
+  - the KV cache is fp16, kept as uint16 bits (numba has no float16 on the CPU).
+
+How the code is shaped by numba:
+  - numba leaves LLVM's SLP vectorizer off, so a loop with a constant trip count of 16
+    or 32 is unrolled into scalar code; the block loops therefore run a count LLVM
+    cannot see is constant (`lanes`), which the loop vectorizer does vectorize;
+  - calls between kernels are not inlined by LLVM, so the per-block helpers are
+    inlined by numba (inline="always");
+  - a kernel taking another kernel as an argument is never found in numba's on-disk
+    cache, so weight types are told apart by a branch on the type id per row;
+  - arguments keep one type each (int64 sizes, float64 scalars, C-contiguous arrays,
+    weights read-only), so each kernel is compiled once and then cached on disk.
+
+Matrix products have two paths. A few tokens (decode) take the GEMV: each weight block
+is decoded in registers straight into its integer dot, one per type. More tokens take
+the GEMM: each weight row is decoded once to int16 codes (the same decoders as the
+embedding lookup), then multiplied by every token at once, tokens innermost.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+# GGML type ids (lila_kernels.h).
+F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K = 0, 1, 2, 3, 6, 8, 12, 14
+
+# From this many tokens on, decoding each weight row once and multiplying it by all
+# tokens (GEMM) beats decoding it again for each token (GEMV).
+GEMM_MIN_TOKENS = 6
+
+_F16_SUBNORMAL_UNIT = np.float32(2.0 ** -24)
+_F32_FROM_F16_EXPONENT = (127 - 15) << 23
+_F32_TWO_POW_24 = np.float32(2.0 ** 24)
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+_HALF = np.float32(0.5)
+_Q8_MAX = np.float32(127.0)
+_GELU_C = np.float32(math.sqrt(2.0 / math.pi))
+_GELU_CUBIC = np.float32(0.044715)
+
+_kernel = njit(cache=True, nogil=True)
+_parallel_kernel = njit(cache=True, nogil=True, parallel=True)
+_inline = njit(cache=True, nogil=True, inline="always")
+
+
+@_inline
+def _lanes(array) -> int:
+    """32, as a value LLVM cannot fold (array holds at least one block of 32): the block
+    loops run this many times, and so stay loops the loop vectorizer takes."""
+    return min(32, array.size)
+
+
+# --- fp16 --------------------------------------------------------------------------------
+
+@_inline
+def f16_to_f32(h: int) -> np.float32:
+    """fp16 bits -> float32, exactly."""
+    exponent = h & 0x7C00
+    if exponent == 0:          # zero or subnormal: mantissa * 2^-24
+        magnitude = np.float32(h & 0x3FF) * _F16_SUBNORMAL_UNIT
+    elif exponent == 0x7C00:   # inf or nan
+        magnitude = np.uint32(0x7F800000 | ((h & 0x3FF) << 13)).view(np.float32)
+    else:
+        magnitude = np.uint32(((h & 0x7FFF) << 13) + _F32_FROM_F16_EXPONENT).view(np.float32)
+    return -magnitude if h & 0x8000 else magnitude
+
+
+@_inline
+def f32_to_f16(x: np.float32) -> int:
+    """float32 -> fp16 bits, rounded to nearest even (as numpy's astype(float16))."""
+    bits = np.int64(np.float32(x).view(np.uint32))
+    sign = (bits >> 16) & 0x8000
+    bits &= 0x7FFFFFFF
+    if bits >= 0x7F800000:     # inf, nan (kept a nan)
+        return sign | 0x7C00 | (0x200 if bits > 0x7F800000 else 0)
+    if bits >= 0x477FF000:     # 65520 and above round past the largest fp16, 65504
+        return sign | 0x7C00
+    if bits < 0x38800000:      # below 2^-14: a subnormal fp16, mantissa = x * 2^24
+        magnitude = np.uint32(bits).view(np.float32) * _F32_TWO_POW_24
+        return sign | np.int64(np.rint(magnitude))
+    half = (bits >> 13) - ((127 - 15) << 10)
+    rest = bits & 0x1FFF       # the 13 mantissa bits dropped
+    if rest > 0x1000 or (rest == 0x1000 and half & 1):
+        half += 1              # a carry into the exponent is still right
+    return sign | half
+
+
+@_inline
+def _f16_at(raw, offset: int) -> np.float32:
+    """The little-endian fp16 at raw[offset:offset + 2]."""
+    return f16_to_f32(np.int64(raw[offset]) | (np.int64(raw[offset + 1]) << 8))
+
+
+@_inline
+def _u32_at(raw, offset: int) -> int:
+    return (np.int64(raw[offset]) | (np.int64(raw[offset + 1]) << 8)
+            | (np.int64(raw[offset + 2]) << 16) | (np.int64(raw[offset + 3]) << 24))
+
+
+@_inline
+def _k_scale_min(row, packed: int, j: int) -> tuple[int, int]:
+    """Sub-block j's 6-bit scale and min from the 12 bytes at row[packed:] (Q4_K)."""
+    if j < 4:
+        return np.int64(row[packed + j]) & 63, np.int64(row[packed + j + 4]) & 63
+    scale = (np.int64(row[packed + j + 4]) & 0xF) | ((np.int64(row[packed + j - 4]) >> 6) << 4)
+    minimum = (np.int64(row[packed + j + 4]) >> 4) | ((np.int64(row[packed + j]) >> 6) << 4)
+    return scale, minimum
+
+
+# --- per-block integer dots with q8 activations (the GEMV) -------------------------------------
+# Each returns sum(code[i] * xq[x0 + i]) over one block's codes, as an int32. Products are
+# formed in int16 and summed in int32, the widths the vector instructions have.
+
+@_inline
+def _nibble_pair_dot(row, start: int, xq, x0: int, half: int) -> np.int32:
+    """Codes in 16 bytes at row[start:]: element i < 16 the low nibble of byte i, element
+    i + 16 its high nibble (Q4_0, Q4_1, Q5_0's low bits). half: 16."""
+    isum = np.int32(0)
+    for i in range(half):
+        byte = np.int16(row[start + i])
+        isum = np.int32(isum + np.int32((byte & 0xF) * np.int16(xq[x0 + i])
+                                        + (byte >> 4) * np.int16(xq[x0 + half + i])))
+    return isum
+
+
+@_inline
+def _bit_dot(bits: int, xq, x0: int, lanes: int) -> np.int32:
+    """Codes are the bits of `bits`, bit i for element i (Q5_0's fifth bits)."""
+    isum = np.int32(0)
+    word = np.int32(bits)
+    for i in range(lanes):
+        isum = np.int32(isum + np.int32(((word >> i) & 1) * np.int16(xq[x0 + i])))
+    return isum
+
+
+@_inline
+def _nibble_dot(row, start: int, shift: int, xq, x0: int, lanes: int) -> np.int32:
+    """Codes are nibble `shift` / 4 of each of 32 bytes at row[start:] (Q4_K)."""
+    isum = np.int32(0)
+    for i in range(lanes):
+        isum = np.int32(isum + np.int32(((np.int16(row[start + i]) >> shift) & 0xF)
+                                        * np.int16(xq[x0 + i])))
+    return isum
+
+
+@_inline
+def _int8_dot(row, start: int, xq, x0: int, lanes: int) -> np.int32:
+    """Codes are 32 int8 at row[start:] (Q8_0)."""
+    isum = np.int32(0)
+    for i in range(lanes):
+        isum = np.int32(isum + np.int32(np.int16(np.int8(row[start + i])) * np.int16(xq[x0 + i])))
+    return isum
+
+
+@_inline
+def _q6_k_half_dot(row, low: int, low_shift: int, high: int, high_shift: int, xq, x0: int,
+                   count: int) -> np.int32:
+    """Q6_K codes minus 32: 4 low bits from row[low + i] >> low_shift, 2 high bits from
+    row[high + i] >> high_shift, over `count` (16) elements sharing one scale."""
+    isum = np.int32(0)
+    for i in range(count):
+        code = (((np.int16(row[low + i]) >> low_shift) & 0xF)
+                | (((np.int16(row[high + i]) >> high_shift) & 3) << 4)) - 32
+        isum = np.int32(isum + np.int32(code * np.int16(xq[x0 + i])))
+    return isum
+
+
+# --- one weight row times one token's q8 row ------------------------------------------------------
+
+@_kernel
+def _dot_q4_0(row, xd, xs, xq) -> np.float32:
+    # blocks: d (f16), 16 bytes of nibble pairs; weight = d * (code - 8)
+    lanes, acc = _lanes(xq), _ZERO
+    for b in range(xd.size):
+        base = b * 18
+        isum = _nibble_pair_dot(row, base + 2, xq, b * 32, lanes // 2)
+        acc += _f16_at(row, base) * (xd[b] * np.float32(isum) - np.float32(8.0) * xs[b])
+    return acc
+
+
+@_kernel
+def _dot_q4_1(row, xd, xs, xq) -> np.float32:
+    # blocks: d, m (f16), 16 bytes of nibble pairs; weight = d * code + m
+    lanes, acc = _lanes(xq), _ZERO
+    for b in range(xd.size):
+        base = b * 20
+        isum = _nibble_pair_dot(row, base + 4, xq, b * 32, lanes // 2)
+        acc += _f16_at(row, base) * (xd[b] * np.float32(isum)) + _f16_at(row, base + 2) * xs[b]
+    return acc
+
+
+@_kernel
+def _dot_q5_0(row, xd, xs, xq) -> np.float32:
+    # blocks: d (f16), 32 fifth bits (u32), 16 bytes of nibble pairs; weight = d * (code - 16)
+    lanes, acc = _lanes(xq), _ZERO
+    for b in range(xd.size):
+        base = b * 22
+        isum = (_nibble_pair_dot(row, base + 6, xq, b * 32, lanes // 2)
+                + 16 * _bit_dot(_u32_at(row, base + 2), xq, b * 32, lanes))
+        acc += _f16_at(row, base) * (xd[b] * np.float32(isum) - np.float32(16.0) * xs[b])
+    return acc
+
+
+@_kernel
+def _dot_q8_0(row, xd, xs, xq) -> np.float32:
+    # blocks: d (f16), 32 int8; weight = d * code
+    lanes, acc = _lanes(xq), _ZERO
+    for b in range(xd.size):
+        base = b * 34
+        acc += _f16_at(row, base) * (xd[b] * np.float32(_int8_dot(row, base + 2, xq, b * 32, lanes)))
+    return acc
+
+
+@_kernel
+def _dot_q4_k(row, xd, xs, xq) -> np.float32:
+    # super-blocks of 256: d, dmin (f16), 12 bytes of 6-bit scales and mins, 128 bytes in
+    # which sub-block 2c + k (32 elements) is nibble k of bytes [32c, 32c + 32);
+    # weight = d * scale_j * code - dmin * min_j
+    lanes, acc = _lanes(xq), _ZERO
+    for sb in range(xd.size // 8):
+        base = sb * 144
+        d, dmin = _f16_at(row, base), _f16_at(row, base + 2)
+        for j in range(8):
+            scale, minimum = _k_scale_min(row, base + 4, j)
+            b = sb * 8 + j
+            isum = _nibble_dot(row, base + 16 + (j // 2) * 32, 4 * (j % 2), xq, b * 32, lanes)
+            acc += (d * np.float32(scale)) * (xd[b] * np.float32(isum)) - (dmin * np.float32(minimum)) * xs[b]
+    return acc
+
+
+@_kernel
+def _dot_q6_k(row, xd, xs, xq) -> np.float32:
+    # super-blocks of 256: ql[128], qh[64], int8 scales[16], d (f16). Element 32k + l of
+    # half h (k < 4, l < 32): low bits ql[64h + 32(k & 1) + l] >> 4(k >> 1), high bits
+    # qh[32h + l] >> 2k; weight = d * scales[8h + 2k + l // 16] * (code - 32). The scale
+    # changes every 16 elements: it multiplies each half's integer sum.
+    half = _lanes(xq) // 2
+    acc = _ZERO
+    for sb in range(xd.size // 8):
+        base = sb * 210
+        d = _f16_at(row, base + 208)
+        for h in range(2):
+            for k in range(4):
+                b = sb * 8 + h * 4 + k
+                low, high = base + 64 * h + 32 * (k & 1), base + 128 + 32 * h
+                isum = np.int32(0)
+                for part in range(2):
+                    scale = np.int32(np.int8(row[base + 192 + 8 * h + 2 * k + part]))
+                    isum += scale * _q6_k_half_dot(row, low + half * part, 4 * (k >> 1),
+                                                   high + half * part, 2 * k, xq,
+                                                   b * 32 + half * part, half)
+                acc += d * (xd[b] * np.float32(isum))
+    return acc
+
+
+@_kernel
+def _row_dot(wtype: int, row, xd, xs, xq) -> np.float32:
+    """sum_k W[k] * X[k] for one weight row of wtype blocks and one q8 activation row."""
+    if wtype == Q4_0:
+        return _dot_q4_0(row, xd, xs, xq)
+    if wtype == Q4_1:
+        return _dot_q4_1(row, xd, xs, xq)
+    if wtype == Q5_0:
+        return _dot_q5_0(row, xd, xs, xq)
+    if wtype == Q8_0:
+        return _dot_q8_0(row, xd, xs, xq)
+    if wtype == Q4_K:
+        return _dot_q4_k(row, xd, xs, xq)
+    if wtype == Q6_K:
+        return _dot_q6_k(row, xd, xs, xq)
+    raise ValueError("no numba kernel for this weight type")
+
+
+# --- weight rows -> codes, scales and offsets (the GEMM and the embedding lookup) -----------------
+# Each decoder fills, for one row of blocks, weight[i] = scale[i // 32] * q[i] + offset[i // 32]
+# with q int16.
+
+@_inline
+def _decode_nibble_pairs(row, start: int, q, q0: int) -> None:
+    for i in range(16):
+        byte = np.int16(row[start + i])
+        q[q0 + i] = byte & 0xF
+        q[q0 + 16 + i] = byte >> 4
+
+
+@_kernel
+def _decode_q4_0(row, q, scale, offset) -> None:
+    for b in range(row.size // 18):
+        d = _f16_at(row, b * 18)
+        scale[b], offset[b] = d, np.float32(-8.0) * d
+        _decode_nibble_pairs(row, b * 18 + 2, q, b * 32)
+
+
+@_kernel
+def _decode_q4_1(row, q, scale, offset) -> None:
+    for b in range(row.size // 20):
+        scale[b], offset[b] = _f16_at(row, b * 20), _f16_at(row, b * 20 + 2)
+        _decode_nibble_pairs(row, b * 20 + 4, q, b * 32)
+
+
+@_kernel
+def _decode_q5_0(row, q, scale, offset) -> None:
+    for b in range(row.size // 22):
+        d = _f16_at(row, b * 22)
+        scale[b], offset[b] = d, np.float32(-16.0) * d
+        _decode_nibble_pairs(row, b * 22 + 6, q, b * 32)
+        high = _u32_at(row, b * 22 + 2)
+        for i in range(32):
+            q[b * 32 + i] |= np.int16(((high >> i) & 1) << 4)
+
+
+@_kernel
+def _decode_q8_0(row, q, scale, offset) -> None:
+    for b in range(row.size // 34):
+        scale[b], offset[b] = _f16_at(row, b * 34), _ZERO
+        for i in range(32):
+            q[b * 32 + i] = np.int16(np.int8(row[b * 34 + 2 + i]))
+
+
+@_kernel
+def _decode_q4_k(row, q, scale, offset) -> None:
+    for sb in range(row.size // 144):
+        base = sb * 144
+        d, dmin = _f16_at(row, base), _f16_at(row, base + 2)
+        for j in range(8):
+            sc, minimum = _k_scale_min(row, base + 4, j)
+            b = sb * 8 + j
+            scale[b], offset[b] = d * np.float32(sc), -(dmin * np.float32(minimum))
+            nibbles, shift = base + 16 + (j // 2) * 32, 4 * (j % 2)
+            for i in range(32):
+                q[b * 32 + i] = (np.int16(row[nibbles + i]) >> shift) & 0xF
+
+
+@_kernel
+def _decode_q6_k(row, q, scale, offset) -> None:
+    # The int8 scale changes every 16 elements, so it is folded into the codes
+    # (|(code - 32) * scale| <= 32 * 128 fits int16) and the block scale is d.
+    for sb in range(row.size // 210):
+        base = sb * 210
+        d = _f16_at(row, base + 208)
+        for h in range(2):
+            for k in range(4):
+                b = sb * 8 + h * 4 + k
+                scale[b], offset[b] = d, _ZERO
+                low, high = base + 64 * h + 32 * (k & 1), base + 128 + 32 * h
+                for i in range(32):
+                    code = (((np.int16(row[low + i]) >> (4 * (k >> 1))) & 0xF)
+                            | (((np.int16(row[high + i]) >> (2 * k)) & 3) << 4)) - 32
+                    q[b * 32 + i] = code * np.int16(np.int8(row[base + 192 + 8 * h + 2 * k + i // 16]))
+
+
+@_kernel
+def decode_row(wtype: int, row, q, scale, offset) -> None:
+    """One row of wtype blocks -> weight[i] = scale[i // 32] * q[i] + offset[i // 32]."""
+    if wtype == Q4_0:
+        _decode_q4_0(row, q, scale, offset)
+    elif wtype == Q4_1:
+        _decode_q4_1(row, q, scale, offset)
+    elif wtype == Q5_0:
+        _decode_q5_0(row, q, scale, offset)
+    elif wtype == Q8_0:
+        _decode_q8_0(row, q, scale, offset)
+    elif wtype == Q4_K:
+        _decode_q4_k(row, q, scale, offset)
+    elif wtype == Q6_K:
+        _decode_q6_k(row, q, scale, offset)
+    else:
+        raise ValueError("no numba kernel for this weight type")
+
+
+# --- activations --------------------------------------------------------------------------------
+
+@_kernel
+def quantize_q8(x, n: int, d, s, qs) -> None:
+    """Rows x[:n] (width a multiple of 32) -> q8 blocks: d[:n], s[:n] (rows, width // 32)
+    and qs[:n] (rows, width) int8, as lila_quantize_fn."""
+    for t in range(n):
+        for b in range(x.shape[1] // 32):
+            amax = _ZERO
+            for i in range(b * 32, b * 32 + 32):
+                amax = max(amax, abs(x[t, i]))
+            scale = amax / _Q8_MAX
+            inverse = _ONE / scale if scale > 0 else _ZERO
+            total = 0
+            for i in range(b * 32, b * 32 + 32):
+                code = np.int8(np.rint(x[t, i] * inverse))
+                qs[t, i] = code
+                total += code
+            d[t, b] = scale
+            s[t, b] = scale * np.float32(total)
+
+
+# --- weight x activation products ------------------------------------------------------------------
+
+@_parallel_kernel
+def _gemv(wtype: int, w, xd, xs, xq, first: int, count: int, bias, out) -> None:
+    for r in prange(w.shape[0]):
+        for t in range(first, first + count):
+            value = _row_dot(wtype, w[r], xd[t], xs[t], xq[t])
+            out[t, r] = value + bias[r] if bias.size else value
+
+
+@_parallel_kernel
+def _gemm(wtype: int, w, xd, xs, xq, first: int, count: int, bias, out) -> None:
+    width, blocks = xq.shape[1], xd.shape[1]
+    # The activations token-minor, so that the innermost loop runs over tokens; int16
+    # codes, as int16 x int16 products are what vectorizes.
+    tokens_q = np.empty((width, count), np.int16)
+    tokens_d = np.empty((blocks, count), np.float32)
+    tokens_s = np.empty((blocks, count), np.float32)
+    for t in range(count):
+        for k in range(width):
+            tokens_q[k, t] = xq[first + t, k]
+        for b in range(blocks):
+            tokens_d[b, t], tokens_s[b, t] = xd[first + t, b], xs[first + t, b]
+    lanes = _lanes(xq)
+    for r in prange(w.shape[0]):
+        q = np.empty(width, np.int16)
+        scale, offset = np.empty(blocks, np.float32), np.empty(blocks, np.float32)
+        isum, acc = np.empty(count, np.int32), np.zeros(count, np.float32)
+        decode_row(wtype, w[r], q, scale, offset)
+        for b in range(blocks):
+            isum[:] = 0
+            for k in range(b * 32, b * 32 + lanes):
+                code, column = q[k], tokens_q[k]
+                for t in range(count):
+                    isum[t] += code * column[t]
+            for t in range(count):
+                acc[t] += scale[b] * (tokens_d[b, t] * np.float32(isum[t])) + offset[b] * tokens_s[b, t]
+        for t in range(count):
+            out[first + t, r] = acc[t] + bias[r] if bias.size else acc[t]
+
+
+@_kernel
+def matmul(wtype: int, w, xd, xs, xq, first: int, count: int, bias, out) -> None:
+    """out[t, r] = sum_k W[r, k] * X[t, k] (+ bias[r]) for tokens first <= t < first + count,
+    in parallel over the weight's rows. w: (rows, row bytes) blocks of wtype; xd, xs, xq:
+    the tokens' q8 activations (quantize_q8); bias: empty for none."""
+    if count >= GEMM_MIN_TOKENS:
+        _gemm(wtype, w, xd, xs, xq, first, count, bias, out)
+    else:
+        _gemv(wtype, w, xd, xs, xq, first, count, bias, out)
+
+
+# --- embedding -------------------------------------------------------------------------------------
+
+@_kernel
+def embed(wtype: int, table, tokens, n: int, scale: float, out) -> None:
+    """out[t] = (row tokens[t] of table, dequantized) * scale, t < n. table: (rows, row
+    bytes) of F32, F16 or a type decode_row reads."""
+    width = out.shape[1]
+    q = np.empty(width, np.int16)
+    block_scale, block_offset = np.empty(width // 32, np.float32), np.empty(width // 32, np.float32)
+    factor = np.float32(scale)
+    for t in range(n):
+        row = table[tokens[t]]
+        if wtype == F32:
+            values = row.view(np.float32)
+            for i in range(width):
+                out[t, i] = values[i] * factor
+        elif wtype == F16:
+            for i in range(width):
+                out[t, i] = _f16_at(row, 2 * i) * factor
+        else:
+            decode_row(wtype, row, q, block_scale, block_offset)
+            for i in range(width):
+                value = block_scale[i // 32] * np.float32(q[i]) + block_offset[i // 32]
+                out[t, i] = value * factor
+
+
+# --- row ops ---------------------------------------------------------------------------------------
+
+@_kernel
+def rmsnorm(x, n: int, weight, eps: float, heads: int, out) -> None:
+    """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * weight, over each of `heads` equal slices
+    of the row (weight has one slice's length). out may be x."""
+    size = weight.size
+    for t in range(n):
+        for h in range(heads):
+            start = h * size
+            total = 0.0                 # float64: no rounding worth the name at any length
+            for i in range(start, start + size):
+                total += np.float64(x[t, i]) * np.float64(x[t, i])
+            inverse_rms = np.float32(1.0 / math.sqrt(total / size + eps))
+            for i in range(size):
+                out[t, start + i] = (x[t, start + i] * inverse_rms) * weight[i]
+
+
+@_kernel
+def rope(x, n: int, pos0: int, heads: int, head_dim: int, rot_dim: int, inv_freq,
+         scale: float, neox: bool) -> None:
+    """Rotate, in place, the first rot_dim dims of each head of rows x[:n] (positions
+    pos0..): pair j turns by angle position * scale * inv_freq[j]. neox: pairs
+    (j, j + rot_dim / 2); otherwise (2j, 2j + 1)."""
+    half = rot_dim // 2
+    for t in range(n):
+        position = (pos0 + t) * scale
+        for j in range(half):
+            angle = position * inv_freq[j]     # float64, as the reference and native
+            cos, sin = np.float32(math.cos(angle)), np.float32(math.sin(angle))
+            first, second = (j, j + half) if neox else (2 * j, 2 * j + 1)
+            for h in range(heads):
+                a, b = x[t, h * head_dim + first], x[t, h * head_dim + second]
+                x[t, h * head_dim + first] = a * cos - b * sin
+                x[t, h * head_dim + second] = b * cos + a * sin
+
+
+@_kernel
+def silu_mul(gate, up, n: int, out) -> None:
+    """out = gate * sigmoid(gate) * up, rows < n; sigmoid as 0.5 + 0.5 tanh(x / 2), which
+    cannot overflow. out may alias."""
+    for t in range(n):
+        for i in range(gate.shape[1]):
+            g = gate[t, i]
+            out[t, i] = g * (_HALF + _HALF * np.tanh(_HALF * g)) * up[t, i]
+
+
+@_kernel
+def gelu_mul(gate, up, n: int, out) -> None:
+    """out = gelu(gate) * up, rows < n, gelu the tanh approximation. out may alias."""
+    for t in range(n):
+        for i in range(gate.shape[1]):
+            g = gate[t, i]
+            inner = _GELU_C * (g + _GELU_CUBIC * g * g * g)
+            out[t, i] = _HALF * g * (_ONE + np.tanh(inner)) * up[t, i]
+
+
+@_kernel
+def add(a, b, n: int, out) -> None:
+    """out = a + b, rows < n. out may alias."""
+    for t in range(n):
+        for i in range(a.shape[1]):
+            out[t, i] = a[t, i] + b[t, i]
+
+
+# --- attention -------------------------------------------------------------------------------------
+
+@_kernel
+def store_f16(x, n: int, cache, pos0: int) -> None:
+    """cache[pos0 + t] = fp16 bits of x[t], t < n."""
+    for t in range(n):
+        for i in range(x.shape[1]):
+            cache[pos0 + t, i] = f32_to_f16(x[t, i])
+
+
+@_parallel_kernel
+def attention(q, k, v, n: int, pos0: int, k_cache, v_cache, heads: int, head_dim: int,
+              scale: float, window: int, out) -> None:
+    """Store k[:n], v[:n] in the fp16 caches at positions pos0.., then causal attention
+    of each query head over the cache: out[t, head] = softmax(scale * q.K^T) V over
+    positions <= pos0 + t (and > pos0 + t - window when window > 0). The caches hold
+    kv_heads * head_dim values per position; query head h reads kv head
+    h // (heads // kv_heads)."""
+    store_f16(k, n, k_cache, pos0)
+    store_f16(v, n, v_cache, pos0)
+    kv_heads = k_cache.shape[1] // head_dim
+    group = heads // kv_heads
+    factor = np.float32(scale)
+    # One task per (token, kv head): each cached row is converted from fp16 once for
+    # all the query heads that share it.
+    for task in prange(n * kv_heads):
+        t, kv = task // kv_heads, task % kv_heads
+        position = pos0 + t
+        first = max(0, position + 1 - window) if window > 0 else 0
+        count = position + 1 - first
+        scores = np.empty((group, count), np.float32)
+        row = np.empty(head_dim, np.float32)
+        for j in range(count):
+            for i in range(head_dim):
+                row[i] = f16_to_f32(k_cache[first + j, kv * head_dim + i])
+            for g in range(group):
+                base = (kv * group + g) * head_dim
+                dot = _ZERO
+                for i in range(head_dim):
+                    dot += q[t, base + i] * row[i]
+                scores[g, j] = dot * factor
+        for g in range(group):
+            peak = scores[g].max()
+            total = _ZERO
+            for j in range(count):
+                scores[g, j] = np.exp(scores[g, j] - peak)
+                total += scores[g, j]
+            scores[g] /= total
+            base = (kv * group + g) * head_dim
+            out[t, base:base + head_dim] = 0.0
+        for j in range(count):
+            for i in range(head_dim):
+                row[i] = f16_to_f32(v_cache[first + j, kv * head_dim + i])
+            for g in range(group):
+                base = (kv * group + g) * head_dim
+                p = scores[g, j]
+                for i in range(head_dim):
+                    out[t, base + i] += p * row[i]

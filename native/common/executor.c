@@ -1,0 +1,410 @@
+/* Runs a compiled plan (lila_executor.h) on a persistent pool of threads.
+ *
+ * Every thread, the caller included, walks the same op list; each op is split by rows
+ * (or by token x head for attention) so that thread `tid` of `nt` does its share, and
+ * the threads meet at a barrier after each op. Workers spin briefly between forward
+ * passes (a decode step follows the previous one within microseconds) and then sleep
+ * on a condition variable, so an idle model costs no CPU.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+#include "lila_executor.h"
+
+enum {
+    ROW_TILE = 64,          /* rows a thread multiplies into scratch before combining */
+    SPIN_BEFORE_SLEEP = 1 << 16,
+    CACHE_LINE = 64
+};
+
+typedef struct {
+    float *tile_a, *tile_b;   /* max_batch x ROW_TILE each */
+    float *scores;            /* n_ctx */
+} scratch;
+
+struct lila_ctx {
+    lila_program prog;
+    int n_threads;
+    int started;              /* workers running (lila_destroy joins these) */
+    pthread_t *workers;
+    scratch *scratch;
+    float *rope_tables;       /* n_ropes x max_batch x rot_dim (cosines, then sines) */
+    size_t rope_stride;       /* floats per rope table */
+    /* the current forward pass */
+    const int32_t *tokens;
+    size_t n, pos0;
+    int all_logits;
+    /* pool state; each counter on its own cache line, they are hammered */
+    _Alignas(CACHE_LINE) atomic_int generation;
+    _Alignas(CACHE_LINE) atomic_int barrier_count;
+    _Alignas(CACHE_LINE) atomic_int barrier_passed;
+    _Alignas(CACHE_LINE) atomic_int sleepers;
+    atomic_int stop;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+};
+
+static void barrier(lila_ctx *ctx)
+{
+    if (ctx->n_threads == 1) return;
+    int passed = atomic_load(&ctx->barrier_passed);
+    if (atomic_fetch_add(&ctx->barrier_count, 1) == ctx->n_threads - 1) {
+        atomic_store(&ctx->barrier_count, 0);
+        atomic_fetch_add(&ctx->barrier_passed, 1);
+    } else {
+        while (atomic_load(&ctx->barrier_passed) == passed) cpu_relax();
+    }
+}
+
+/* Thread tid's share [*lo, *hi) of `total` items, in multiples of `align`. */
+static void share(size_t total, int tid, int nt, size_t align, size_t *lo, size_t *hi)
+{
+    size_t units = (total + align - 1) / align;
+    size_t a = units * (size_t)tid / (size_t)nt, b = units * (size_t)(tid + 1) / (size_t)nt;
+    *lo = a * align < total ? a * align : total;
+    *hi = b * align < total ? b * align : total;
+}
+
+static const lila_kernels *K(const lila_ctx *ctx) { return ctx->prog.kernels; }
+
+static void run_embed(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    size_t lo, hi;
+    share(ctx->n, tid, ctx->n_threads, 1, &lo, &hi);
+    const uint8_t *table = op->table;
+    for (size_t t = lo; t < hi; t++)
+        K(ctx)->embed[op->wtype](table + (size_t)ctx->tokens[t] * op->table_row_bytes,
+                                 op->width, op->scale, op->out + t * op->out_stride);
+}
+
+static void run_rmsnorm(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    size_t heads = (size_t)op->heads, slice = op->width / heads, lo, hi;
+    share(ctx->n * heads, tid, ctx->n_threads, 1, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        size_t t = i / heads, h = i % heads;
+        K(ctx)->rmsnorm(op->in + t * op->in_stride + h * slice, op->table, slice, op->eps,
+                        op->out + t * op->out_stride + h * slice);
+    }
+}
+
+static void run_rmsnorm_q8(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    size_t lo, hi;
+    share(ctx->n, tid, ctx->n_threads, 1, &lo, &hi);
+    for (size_t t = lo; t < hi; t++)
+        K(ctx)->rmsnorm_q8(op->in + t * op->in_stride, op->table, op->width, op->eps,
+                           op->q8 + t * op->q8_stride);
+}
+
+static void run_quantize(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    /* split by blocks, not rows: a decode step has one row */
+    size_t per_row = op->width / 32, lo, hi;
+    share(ctx->n * per_row, tid, ctx->n_threads, 1, &lo, &hi);
+    for (size_t i = lo; i < hi;) {
+        size_t t = i / per_row, b = i % per_row;
+        size_t count = per_row - b < hi - i ? per_row - b : hi - i;
+        K(ctx)->quantize_q8(op->in + t * op->in_stride + b * 32, count * 32,
+                            op->q8 + t * op->q8_stride + b);
+        i += count;
+    }
+}
+
+/* rows [lo, hi) of part p for the batch's columns, into dst (dst_stride apart) */
+static void multiply(const lila_ctx *ctx, const lila_op *op, const lila_matmul_part *p,
+                     size_t lo, size_t hi, size_t col0, size_t cols, float *dst,
+                     size_t dst_stride)
+{
+    lila_matmul_fn *fn = cols == 1 ? K(ctx)->gemv[p->wtype] : K(ctx)->gemm[p->wtype];
+    fn((const uint8_t *)p->w + lo * p->row_bytes, p->row_bytes, hi - lo,
+       op->q8 + col0 * op->q8_stride, op->nb, cols, dst, dst_stride);
+    if (p->bias)
+        for (size_t c = 0; c < cols; c++)
+            K(ctx)->add(dst + c * dst_stride, p->bias + lo, hi - lo, dst + c * dst_stride);
+}
+
+static void run_matmul(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    size_t col0 = 0, cols = ctx->n;
+    if ((op->flags & LILA_LAST_ROW_ONLY) && !ctx->all_logits) {
+        col0 = ctx->n - 1;
+        cols = 1;
+    }
+    scratch *s = &ctx->scratch[tid];
+    int glu = op->flags & (LILA_GLU_SILU | LILA_GLU_GELU);
+    if (glu) {
+        /* gate and up share row indices: each thread does the same rows of both */
+        const lila_matmul_part *gate = &op->parts[0], *up = &op->parts[1];
+        lila_glu_fn *act = (op->flags & LILA_GLU_SILU) ? K(ctx)->silu_mul : K(ctx)->gelu_mul;
+        size_t lo, hi;
+        share(gate->rows, tid, ctx->n_threads, 16, &lo, &hi);
+        for (size_t r = lo; r < hi; r += ROW_TILE) {
+            size_t end = r + ROW_TILE < hi ? r + ROW_TILE : hi, len = end - r;
+            multiply(ctx, op, gate, r, end, col0, cols, s->tile_a, len);
+            multiply(ctx, op, up, r, end, col0, cols, s->tile_b, len);
+            for (size_t c = 0; c < cols; c++)
+                act(s->tile_a + c * len, s->tile_b + c * len, len,
+                    gate->out + (col0 + c) * gate->out_stride + r);
+        }
+        return;
+    }
+    size_t total = 0;
+    for (int i = 0; i < op->n_parts; i++) total += op->parts[i].rows;
+    size_t lo, hi;
+    share(total, tid, ctx->n_threads, 16, &lo, &hi);
+    size_t first = 0;   /* index of part i's row 0 in the concatenation */
+    for (int i = 0; i < op->n_parts; i++) {
+        const lila_matmul_part *p = &op->parts[i];
+        size_t a = lo > first ? lo - first : 0, b = hi - first < p->rows ? hi - first : p->rows;
+        if (hi > first && a < b) {
+            float *out = p->out + col0 * p->out_stride;
+            if (!(op->flags & LILA_ACCUMULATE)) {
+                multiply(ctx, op, p, a, b, col0, cols, out + a, p->out_stride);
+            } else {
+                for (size_t r = a; r < b; r += ROW_TILE) {
+                    size_t end = r + ROW_TILE < b ? r + ROW_TILE : b, len = end - r;
+                    multiply(ctx, op, p, r, end, col0, cols, s->tile_a, len);
+                    for (size_t c = 0; c < cols; c++)
+                        K(ctx)->add(out + c * p->out_stride + r, s->tile_a + c * len, len,
+                                    out + c * p->out_stride + r);
+                }
+            }
+        }
+        first += p->rows;
+    }
+}
+
+static void run_rope(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    size_t lo, hi;
+    share(ctx->n, tid, ctx->n_threads, 1, &lo, &hi);
+    lila_rope_fn *rope = (op->flags & LILA_NEOX) ? K(ctx)->rope_neox : K(ctx)->rope_interleaved;
+    const float *table = ctx->rope_tables + (size_t)op->rope_table * ctx->rope_stride;
+    for (size_t t = lo; t < hi; t++)
+        rope(op->in + t * op->in_stride, (size_t)op->heads, (size_t)op->head_dim,
+             (size_t)op->rot_dim, table + t * (size_t)op->rot_dim);
+}
+
+static void run_attention(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    size_t kvh = (size_t)op->kv_heads, hd = (size_t)op->head_dim, heads = (size_t)op->heads;
+    size_t kv_width = kvh * hd, group = heads / kvh, lo, hi;
+    /* the batch's keys and values into the cache, then every query sees them */
+    share(ctx->n * 2, tid, ctx->n_threads, 1, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        size_t t = i / 2, pos = ctx->pos0 + t;
+        if (i % 2 == 0)
+            K(ctx)->to_f16(op->k_in + t * op->kv_in_stride, kv_width, op->k_cache + pos * kv_width);
+        else
+            K(ctx)->to_f16(op->v_in + t * op->kv_in_stride, kv_width, op->v_cache + pos * kv_width);
+    }
+    barrier(ctx);
+    float *scores = ctx->scratch[tid].scores;
+    share(ctx->n * heads, tid, ctx->n_threads, 1, &lo, &hi);
+    for (size_t i = lo; i < hi; i++) {
+        size_t t = i / heads, h = i % heads, kv = h / group, pos = ctx->pos0 + t;
+        size_t first = op->window > 0 && pos + 1 > (size_t)op->window ? pos + 1 - (size_t)op->window : 0;
+        size_t count = pos + 1 - first;
+        K(ctx)->attn_scores(op->in + t * op->in_stride + h * hd, op->k_cache + first * kv_width + kv * hd,
+                            kv_width, count, hd, op->scale, scores);
+        K(ctx)->softmax(scores, count);
+        K(ctx)->attn_values(scores, op->v_cache + first * kv_width + kv * hd, kv_width, count, hd,
+                            op->out + t * op->out_stride + h * hd);
+    }
+}
+
+static void run_elementwise(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    /* split each row too: a decode step has one */
+    size_t lo, hi;
+    share(ctx->n * op->width, tid, ctx->n_threads, 64, &lo, &hi);
+    for (size_t i = lo; i < hi;) {
+        size_t t = i / op->width, c = i % op->width;
+        size_t count = op->width - c < hi - i ? op->width - c : hi - i;
+        const float *a = op->in + t * op->in_stride + c, *b = op->in2 + t * op->in2_stride + c;
+        float *out = op->out + t * op->out_stride + c;
+        if (op->kind == LILA_OP_ADD)
+            K(ctx)->add(a, b, count, out);
+        else
+            ((op->flags & LILA_GLU_SILU) ? K(ctx)->silu_mul : K(ctx)->gelu_mul)(a, b, count, out);
+        i += count;
+    }
+}
+
+static void run_program(lila_ctx *ctx, int tid)
+{
+    for (size_t i = 0; i < ctx->prog.n_ops; i++) {
+        const lila_op *op = &ctx->prog.ops[i];
+        switch (op->kind) {
+        case LILA_OP_EMBED: run_embed(ctx, op, tid); break;
+        case LILA_OP_RMSNORM: run_rmsnorm(ctx, op, tid); break;
+        case LILA_OP_RMSNORM_Q8: run_rmsnorm_q8(ctx, op, tid); break;
+        case LILA_OP_QUANTIZE: run_quantize(ctx, op, tid); break;
+        case LILA_OP_MATMUL: run_matmul(ctx, op, tid); break;
+        case LILA_OP_ROPE: run_rope(ctx, op, tid); break;
+        case LILA_OP_ATTENTION: run_attention(ctx, op, tid); break;
+        case LILA_OP_GLU:
+        case LILA_OP_ADD: run_elementwise(ctx, op, tid); break;
+        }
+        barrier(ctx);
+    }
+}
+
+typedef struct {
+    lila_ctx *ctx;
+    int tid;
+} worker_arg;
+
+static void *worker(void *p)
+{
+    worker_arg arg = *(worker_arg *)p;
+    free(p);
+    lila_ctx *ctx = arg.ctx;
+    int seen = 0;
+    for (;;) {
+        int spins = 0;
+        while (atomic_load(&ctx->generation) == seen && !atomic_load(&ctx->stop)) {
+            if (++spins < SPIN_BEFORE_SLEEP) {
+                cpu_relax();
+                continue;
+            }
+            pthread_mutex_lock(&ctx->lock);
+            atomic_fetch_add(&ctx->sleepers, 1);
+            while (atomic_load(&ctx->generation) == seen && !atomic_load(&ctx->stop))
+                pthread_cond_wait(&ctx->wake, &ctx->lock);
+            atomic_fetch_sub(&ctx->sleepers, 1);
+            pthread_mutex_unlock(&ctx->lock);
+        }
+        if (atomic_load(&ctx->stop)) return NULL;
+        seen = atomic_load(&ctx->generation);
+        run_program(ctx, arg.tid);
+    }
+}
+
+static void compute_rope_tables(lila_ctx *ctx)
+{
+    for (size_t r = 0; r < ctx->prog.n_ropes; r++) {
+        const lila_rope_spec *spec = &ctx->prog.ropes[r];
+        size_t half = (size_t)spec->rot_dim / 2;
+        float *table = ctx->rope_tables + r * ctx->rope_stride;
+        for (size_t t = 0; t < ctx->n; t++) {
+            double pos = (double)(ctx->pos0 + t) * spec->scale;
+            float *row = table + t * (size_t)spec->rot_dim;
+            for (size_t j = 0; j < half; j++) {
+                double inv_freq = pow(spec->base, -2.0 * (double)j / spec->rot_dim);
+                if (spec->freq_factors) inv_freq /= spec->freq_factors[j];
+                row[j] = (float)cos(pos * inv_freq);
+                row[half + j] = (float)sin(pos * inv_freq);
+            }
+        }
+    }
+}
+
+int lila_forward(lila_ctx *ctx, const int32_t *tokens, size_t n, size_t pos0, int all_logits)
+{
+    if (n == 0 || n > ctx->prog.max_batch || n > ctx->prog.n_ctx || pos0 > ctx->prog.n_ctx - n)
+        return -1;
+    for (size_t i = 0; i < ctx->prog.n_ops; i++) {
+        const lila_op *op = &ctx->prog.ops[i];
+        if (op->kind != LILA_OP_EMBED) continue;
+        for (size_t t = 0; t < n; t++)
+            if (tokens[t] < 0 || (size_t)tokens[t] >= op->table_rows) return -1;
+    }
+    ctx->tokens = tokens;
+    ctx->n = n;
+    ctx->pos0 = pos0;
+    ctx->all_logits = all_logits;
+    compute_rope_tables(ctx);
+    atomic_fetch_add(&ctx->generation, 1);
+    if (atomic_load(&ctx->sleepers) > 0) {
+        pthread_mutex_lock(&ctx->lock);
+        pthread_cond_broadcast(&ctx->wake);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    run_program(ctx, 0);   /* ends at a barrier: every worker has finished */
+    return 0;
+}
+
+static void *alloc_floats(size_t count)
+{
+    size_t bytes = (count * sizeof(float) + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
+    void *p = aligned_alloc(CACHE_LINE, bytes ? bytes : CACHE_LINE);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+lila_ctx *lila_create(const lila_program *program, int n_threads)
+{
+    if (n_threads < 1 || n_threads > 1024 || program->max_batch == 0 || program->n_ctx == 0)
+        return NULL;
+    lila_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return NULL;
+    ctx->prog = *program;
+    ctx->n_threads = n_threads;
+    size_t widest_rope = 0;
+    for (size_t r = 0; r < program->n_ropes; r++)
+        if ((size_t)program->ropes[r].rot_dim > widest_rope) widest_rope = (size_t)program->ropes[r].rot_dim;
+    ctx->rope_stride = program->max_batch * widest_rope;
+    ctx->rope_tables = alloc_floats(program->n_ropes * ctx->rope_stride);
+    ctx->scratch = calloc((size_t)n_threads, sizeof *ctx->scratch);
+    ctx->workers = calloc((size_t)n_threads, sizeof *ctx->workers);
+    pthread_mutex_init(&ctx->lock, NULL);
+    pthread_cond_init(&ctx->wake, NULL);
+    if (!ctx->rope_tables || !ctx->scratch || !ctx->workers) goto fail;
+    for (int t = 0; t < n_threads; t++) {
+        scratch *s = &ctx->scratch[t];
+        s->tile_a = alloc_floats(program->max_batch * ROW_TILE);
+        s->tile_b = alloc_floats(program->max_batch * ROW_TILE);
+        s->scores = alloc_floats(program->n_ctx);
+        if (!s->tile_a || !s->tile_b || !s->scores) goto fail;
+    }
+    for (int t = 1; t < n_threads; t++) {
+        worker_arg *arg = malloc(sizeof *arg);
+        if (!arg) goto fail;
+        arg->ctx = ctx;
+        arg->tid = t;
+        if (pthread_create(&ctx->workers[t], NULL, worker, arg) != 0) {
+            free(arg);
+            goto fail;
+        }
+        ctx->started = t;
+    }
+    return ctx;
+fail:
+    lila_destroy(ctx);
+    return NULL;
+}
+
+void lila_destroy(lila_ctx *ctx)
+{
+    if (!ctx) return;
+    pthread_mutex_lock(&ctx->lock);
+    atomic_store(&ctx->stop, 1);
+    pthread_cond_broadcast(&ctx->wake);
+    pthread_mutex_unlock(&ctx->lock);
+    for (int t = 1; t <= ctx->started; t++)
+        pthread_join(ctx->workers[t], NULL);
+    if (ctx->scratch)
+        for (int t = 0; t < ctx->n_threads; t++) {
+            free(ctx->scratch[t].tile_a);
+            free(ctx->scratch[t].tile_b);
+            free(ctx->scratch[t].scores);
+        }
+    free(ctx->scratch);
+    free(ctx->workers);
+    free(ctx->rope_tables);
+    pthread_mutex_destroy(&ctx->lock);
+    pthread_cond_destroy(&ctx->wake);
+    free(ctx);
+}

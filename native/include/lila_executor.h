@@ -1,0 +1,110 @@
+/* The plan executor: runs a model's compiled op list for a batch of tokens in one call.
+ *
+ * lila/executor/native.py compiles the Python Plan into an array of lila_op, with every
+ * buffer, weight and cache pointer resolved at load (the weights point into the GGUF
+ * map). lila_forward then runs the whole forward pass: a decode step is one call from
+ * Python. A pool of threads, started once, splits each op's rows and waits at a barrier
+ * only between ops that depend on each other.
+ */
+#ifndef LILA_EXECUTOR_H
+#define LILA_EXECUTOR_H
+#include "lila_kernels.h"
+/* cdef begin */
+
+enum {
+    LILA_OP_EMBED,        /* out[t] = embed[wtype](table row token[t]) * scale          */
+    LILA_OP_RMSNORM,      /* out[t] = rmsnorm(in[t]) per `heads` slices, fp32           */
+    LILA_OP_RMSNORM_Q8,   /* q8[t] = quantize(rmsnorm(in[t])): the norm feeds matmuls   */
+    LILA_OP_QUANTIZE,     /* q8[t] = quantize(in[t])                                    */
+    LILA_OP_MATMUL,       /* parts[i].out[t] = W_i q8[t] (+ bias), see flags            */
+    LILA_OP_ROPE,         /* in[t] rotated in place by table rope_table at t's position */
+    LILA_OP_ATTENTION,    /* K, V of the batch into the cache, then causal attention    */
+    LILA_OP_GLU,          /* out[t] = act(in[t]) * in2[t]                               */
+    LILA_OP_ADD           /* out[t] = in[t] + in2[t]                                    */
+};
+
+enum {
+    LILA_LAST_ROW_ONLY = 1,   /* matmul: only the batch's last row, unless all logits  */
+    LILA_ACCUMULATE = 2,      /* matmul: out += W x instead of out = W x (residuals)   */
+    LILA_GLU_SILU = 4,        /* matmul of parts gate, up: parts[0].out = silu(g) * u  */
+    LILA_GLU_GELU = 8,        /* the same with tanh-approximated gelu                  */
+    LILA_NEOX = 16            /* rope: pairs (j, j + rot_dim / 2)                      */
+};
+
+/* One weight matrix of a matmul op; QKV and gate+up are one op of several parts, so
+ * the threads split their rows together and meet at one barrier. */
+typedef struct {
+    const void *w;            /* rows x row_bytes, GGML blocks of type wtype */
+    size_t row_bytes;
+    size_t rows;
+    int32_t wtype;
+    const float *bias;        /* rows floats, or NULL */
+    float *out;               /* row t of the batch at out + t * out_stride */
+    size_t out_stride;
+} lila_matmul_part;
+
+typedef struct {
+    int32_t kind;
+    int32_t flags;
+    float *in;                /* fp32 rows of `width` floats, `in_stride` apart */
+    float *in2;
+    float *out;
+    size_t width;
+    size_t in_stride, in2_stride, out_stride;
+    lila_q8 *q8;              /* quantized rows, q8_stride blocks apart */
+    size_t q8_stride;
+    /* embed, rmsnorm */
+    const void *table;        /* embedding table, or the norm weight (fp32) */
+    size_t table_rows, table_row_bytes;
+    int32_t wtype;
+    int32_t heads;            /* rmsnorm slices per row; attention and rope heads */
+    float eps;
+    float scale;              /* embed scale; attention score scale */
+    /* matmul */
+    lila_matmul_part parts[3];
+    int32_t n_parts;
+    size_t nb;                /* q8 blocks per input row */
+    /* rope */
+    int32_t rope_table;
+    int32_t head_dim, rot_dim;
+    /* attention: in holds the queries, out receives heads * head_dim floats per token */
+    float *k_in;              /* the batch's K and V rows (kv_heads * head_dim floats) */
+    float *v_in;
+    size_t kv_in_stride;
+    uint16_t *k_cache, *v_cache;   /* n_ctx x kv_heads x head_dim fp16 */
+    int32_t kv_heads;
+    int64_t window;           /* attend to the last `window` positions; 0: all */
+} lila_op;
+
+/* How RoPE angles are made: position * scale * base^(-2j / rot_dim) / freq_factors[j]. */
+typedef struct {
+    int32_t rot_dim;
+    double base, scale;
+    const float *freq_factors;    /* rot_dim / 2 floats, or NULL */
+} lila_rope_spec;
+
+typedef struct {
+    const lila_op *ops;
+    size_t n_ops;
+    const lila_rope_spec *ropes;
+    size_t n_ropes;
+    size_t max_batch, n_ctx;
+    const lila_kernels *kernels;
+} lila_program;
+
+typedef struct lila_ctx lila_ctx;
+
+/* Starts n_threads - 1 workers (the caller is the n-th). The program's arrays must
+ * outlive the context. NULL if memory or threads cannot be had. */
+lila_ctx *lila_create(const lila_program *program, int n_threads);
+
+/* Runs the program for tokens[0..n) at positions pos0.. (the cache holds < pos0).
+ * Returns 0, or -1 for a batch the program was not made for (checked before any
+ * pointer is formed). */
+int lila_forward(lila_ctx *ctx, const int32_t *tokens, size_t n, size_t pos0,
+                 int all_logits);
+
+void lila_destroy(lila_ctx *ctx);
+
+/* cdef end */
+#endif
