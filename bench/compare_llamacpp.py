@@ -146,6 +146,8 @@ def run_checked(command: list[str], what: str) -> str:
 def run_lila(lila_command: list[str], model: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [*lila_command, "bench", str(model), "--threads", str(args.threads), "-p", str(args.n_prompt),
                "-n", str(args.n_gen), "-r", "1", "--json"]
+    if args.lila_backend:
+        command += ["--backend", args.lila_backend]
     return last_json_line(run_checked(command, "lila bench"), "lila bench")
 
 
@@ -162,12 +164,13 @@ def run_llama_bench(binary: str, model: Path, args: argparse.Namespace) -> dict[
     records = json.loads(run_checked(command, "llama-bench"))
     prefill = next(r for r in records if r["n_prompt"] > 0 and r["n_gen"] == 0)
     decode = next(r for r in records if r["n_gen"] > 0 and r["n_prompt"] == 0)
-    return {"pp": prefill["avg_ts"], "tg": decode["avg_ts"], "rss_mb": None,
+    return {"pp": prefill["avg_ts"], "tg": decode["avg_ts"], "rss_mb": None, "threads": prefill["n_threads"],
             "backend": f"llama-bench {prefill.get('build_commit', '?')}"}
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    summary: dict[str, Any] = {"backend": runs[-1].get("backend"), "rss_mb": runs[-1].get("rss_mb")}
+    summary: dict[str, Any] = {"backend": runs[-1].get("backend"), "threads": runs[-1].get("threads"),
+                               "rss_mb": runs[-1].get("rss_mb")}
     for key in ("pp", "tg"):
         values = [run[key] for run in runs]
         summary[key] = statistics.median(values)
@@ -184,7 +187,9 @@ def print_table(result: dict[str, Any]) -> None:
     lila, llamacpp, ratio = result["lila"], result["llama.cpp"], result["ratio"]
     print(f"model {result['model']}\nthreads {result['threads']}, prompt {result['n_prompt']} tokens, "
           f"{result['n_gen']} decoded, {result['reps']} alternating runs each; tok/s median (min..max)")
-    print(f"  lila:      {lila['backend']}\n  llama.cpp: {llamacpp['backend']}")
+    # Each engine's own report of its threads: a backend that ignores --threads shows here.
+    print(f"  lila:      {lila['backend']}, {lila['threads']} threads\n"
+          f"  llama.cpp: {llamacpp['backend']}, {llamacpp['threads']} threads")
     print(f"{'':10}{'lila':>26}{'llama.cpp':>26}{'lila/llama.cpp':>16}")
     for key, label in (("pp", "prefill"), ("tg", "decode")):
         print(f"{label:10}{spread(lila, key):>26}{spread(llamacpp, key):>26}{ratio[key]:>16.2f}")
@@ -203,6 +208,7 @@ def main() -> int:
     parser.add_argument("--llama-bench", metavar="PATH", help="use this llama-bench binary for llama.cpp")
     parser.add_argument("--lila", default=f"{shlex.quote(sys.executable)} -m lila",
                         help="command that runs lila (default: %(default)s)")
+    parser.add_argument("--lila-backend", help="passed to `lila bench --backend` (default: Lila's choice)")
     parser.add_argument("--llamacpp-package", default=LLAMACPP_PACKAGE,
                         help="pip requirement built into bench/.venv-llamacpp (default: %(default)s)")
     parser.add_argument("--install-only", action="store_true",

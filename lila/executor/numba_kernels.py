@@ -13,7 +13,11 @@ two backends agree closely:
 How the code is shaped by numba:
   - numba leaves LLVM's SLP vectorizer off, so a loop with a constant trip count of 16
     or 32 is unrolled into scalar code; the block loops therefore run a count LLVM
-    cannot see is constant (`lanes`), which the loop vectorizer does vectorize;
+    cannot fold (`_lanes`), which the loop vectorizer does vectorize;
+  - numba checks every signed index for wrap-around (a negative index counts from the
+    end), which keeps LLVM from vectorizing; the hot loops index with uint64 (`_u64`),
+    which has no such check. (Mixing uint64 and int64 makes float64 in numba: offsets
+    there are uint64 throughout.)
   - calls between kernels are not inlined by LLVM, so the per-block helpers are
     inlined by numba (inline="always");
   - a kernel taking another kernel as an argument is never found in numba's on-disk
@@ -24,7 +28,7 @@ How the code is shaped by numba:
 Matrix products have two paths. A few tokens (decode) take the GEMV: each weight block
 is decoded in registers straight into its integer dot, one per type. More tokens take
 the GEMM: each weight row is decoded once to int16 codes (the same decoders as the
-embedding lookup), then multiplied by every token at once, tokens innermost.
+embedding lookup), then multiplied by the tokens four at a time.
 """
 from __future__ import annotations
 
@@ -38,7 +42,8 @@ F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K = 0, 1, 2, 3, 6, 8, 12, 14
 
 # From this many tokens on, decoding each weight row once and multiplying it by all
 # tokens (GEMM) beats decoding it again for each token (GEMV).
-GEMM_MIN_TOKENS = 6
+GEMM_MIN_TOKENS = 4
+_GEMV_TILE = 16
 
 _F16_SUBNORMAL_UNIT = np.float32(2.0 ** -24)
 _F32_FROM_F16_EXPONENT = (127 - 15) << 23
@@ -50,16 +55,12 @@ _Q8_MAX = np.float32(127.0)
 _GELU_C = np.float32(math.sqrt(2.0 / math.pi))
 _GELU_CUBIC = np.float32(0.044715)
 
+_u64 = np.uint64
+_BLOCK = np.uint64(32)
+
 _kernel = njit(cache=True, nogil=True)
 _parallel_kernel = njit(cache=True, nogil=True, parallel=True)
 _inline = njit(cache=True, nogil=True, inline="always")
-
-
-@_inline
-def _lanes(array) -> int:
-    """32, as a value LLVM cannot fold (array holds at least one block of 32): the block
-    loops run this many times, and so stay loops the loop vectorizer takes."""
-    return min(32, array.size)
 
 
 # --- fp16 --------------------------------------------------------------------------------
@@ -98,35 +99,44 @@ def f32_to_f16(x: np.float32) -> int:
 
 
 @_inline
-def _f16_at(raw, offset: int) -> np.float32:
+def _f16_at(raw, offset: np.uint64) -> np.float32:
     """The little-endian fp16 at raw[offset:offset + 2]."""
-    return f16_to_f32(np.int64(raw[offset]) | (np.int64(raw[offset + 1]) << 8))
+    return f16_to_f32(np.int64(raw[offset]) | (np.int64(raw[offset + _u64(1)]) << 8))
 
 
 @_inline
-def _u32_at(raw, offset: int) -> int:
-    return (np.int64(raw[offset]) | (np.int64(raw[offset + 1]) << 8)
-            | (np.int64(raw[offset + 2]) << 16) | (np.int64(raw[offset + 3]) << 24))
+def _u32_at(raw, offset: np.uint64) -> int:
+    return (np.int64(raw[offset]) | (np.int64(raw[offset + _u64(1)]) << 8)
+            | (np.int64(raw[offset + _u64(2)]) << 16) | (np.int64(raw[offset + _u64(3)]) << 24))
 
 
 @_inline
-def _k_scale_min(row, packed: int, j: int) -> tuple[int, int]:
+def _lanes(xq, count: int) -> np.uint64:
+    """count (16 or 32; xq holds at least one block of 32), as a value LLVM cannot fold:
+    see the module's docstring. (Not 32 // 2 for 16: LLVM then vectorizes worse.)"""
+    return _u64(min(count, xq.size))
+
+
+@_inline
+def _k_scale_min(row, packed: np.uint64, j: np.uint64) -> tuple[int, int]:
     """Sub-block j's 6-bit scale and min from the 12 bytes at row[packed:] (Q4_K)."""
+    at = packed + j
     if j < 4:
-        return np.int64(row[packed + j]) & 63, np.int64(row[packed + j + 4]) & 63
-    scale = (np.int64(row[packed + j + 4]) & 0xF) | ((np.int64(row[packed + j - 4]) >> 6) << 4)
-    minimum = (np.int64(row[packed + j + 4]) >> 4) | ((np.int64(row[packed + j]) >> 6) << 4)
+        return np.int64(row[at]) & 63, np.int64(row[at + _u64(4)]) & 63
+    scale = (np.int64(row[at + _u64(4)]) & 0xF) | ((np.int64(row[at - _u64(4)]) >> 6) << 4)
+    minimum = (np.int64(row[at + _u64(4)]) >> 4) | ((np.int64(row[at]) >> 6) << 4)
     return scale, minimum
 
 
 # --- per-block integer dots with q8 activations (the GEMV) -------------------------------------
-# Each returns sum(code[i] * xq[x0 + i]) over one block's codes, as an int32. Products are
-# formed in int16 and summed in int32, the widths the vector instructions have.
+# Each returns sum(code[i] * xq[x0 + i]) over one block's codes, read from the weight row
+# at `start`, as an int32. Products are formed in int16 and summed in int32, the widths
+# the vector instructions have.
 
 @_inline
-def _nibble_pair_dot(row, start: int, xq, x0: int, half: int) -> np.int32:
-    """Codes in 16 bytes at row[start:]: element i < 16 the low nibble of byte i, element
-    i + 16 its high nibble (Q4_0, Q4_1, Q5_0's low bits). half: 16."""
+def _nibble_pair_dot(row, start, xq, x0, half) -> np.int32:
+    """Codes in 16 bytes: element i < 16 the low nibble of byte i, element i + 16 its
+    high nibble (Q4_0, Q4_1, the low bits of Q5_0). half: 16."""
     isum = np.int32(0)
     for i in range(half):
         byte = np.int16(row[start + i])
@@ -136,18 +146,18 @@ def _nibble_pair_dot(row, start: int, xq, x0: int, half: int) -> np.int32:
 
 
 @_inline
-def _bit_dot(bits: int, xq, x0: int, lanes: int) -> np.int32:
-    """Codes are the bits of `bits`, bit i for element i (Q5_0's fifth bits)."""
+def _bit_dot(bits: int, xq, x0, lanes) -> np.int32:
+    """Codes are the bits of `bits`, bit i for element i (the fifth bits of Q5_0)."""
     isum = np.int32(0)
     word = np.int32(bits)
     for i in range(lanes):
-        isum = np.int32(isum + np.int32(((word >> i) & 1) * np.int16(xq[x0 + i])))
+        isum = np.int32(isum + np.int32(((word >> np.int32(i)) & 1) * np.int16(xq[x0 + i])))
     return isum
 
 
 @_inline
-def _nibble_dot(row, start: int, shift: int, xq, x0: int, lanes: int) -> np.int32:
-    """Codes are nibble `shift` / 4 of each of 32 bytes at row[start:] (Q4_K)."""
+def _nibble_dot(row, start, shift: int, xq, x0, lanes) -> np.int32:
+    """Codes are nibble shift / 4 of each of 32 bytes (a Q4_K sub-block)."""
     isum = np.int32(0)
     for i in range(lanes):
         isum = np.int32(isum + np.int32(((np.int16(row[start + i]) >> shift) & 0xF)
@@ -156,8 +166,8 @@ def _nibble_dot(row, start: int, shift: int, xq, x0: int, lanes: int) -> np.int3
 
 
 @_inline
-def _int8_dot(row, start: int, xq, x0: int, lanes: int) -> np.int32:
-    """Codes are 32 int8 at row[start:] (Q8_0)."""
+def _int8_dot(row, start, xq, x0, lanes) -> np.int32:
+    """Codes are 32 int8 (Q8_0)."""
     isum = np.int32(0)
     for i in range(lanes):
         isum = np.int32(isum + np.int32(np.int16(np.int8(row[start + i])) * np.int16(xq[x0 + i])))
@@ -165,10 +175,9 @@ def _int8_dot(row, start: int, xq, x0: int, lanes: int) -> np.int32:
 
 
 @_inline
-def _q6_k_half_dot(row, low: int, low_shift: int, high: int, high_shift: int, xq, x0: int,
-                   count: int) -> np.int32:
-    """Q6_K codes minus 32: 4 low bits from row[low + i] >> low_shift, 2 high bits from
-    row[high + i] >> high_shift, over `count` (16) elements sharing one scale."""
+def _q6_k_dot(row, low, low_shift: int, high, high_shift: int, xq, x0, count) -> np.int32:
+    """Q6_K codes minus 32 (count of them: 16, which share a scale): 4 low bits from
+    row[low + i] >> low_shift, 2 high bits from row[high + i] >> high_shift."""
     isum = np.int32(0)
     for i in range(count):
         code = (((np.int16(row[low + i]) >> low_shift) & 0xF)
@@ -177,110 +186,147 @@ def _q6_k_half_dot(row, low: int, low_shift: int, high: int, high_shift: int, xq
     return isum
 
 
-# --- one weight row times one token's q8 row ------------------------------------------------------
+# --- weight rows times one token's q8 row (the GEMV) ------------------------------------------------
+# One function per type, over rows lo <= r < hi: a loop over rows calling a per-row
+# function through the type's branch costs a third more.
+
+@_inline
+def _block_product(scale: np.float32, offset: np.float32, isum: np.int32, d: np.float32,
+                   s: np.float32) -> np.float32:
+    """A block's weight . x from its integer dot: weight = scale * code + offset and
+    x ~= d * qs, s = d * sum(qs). The GEMV and the GEMM both use it, so a token's result
+    does not depend on how many tokens share the call."""
+    return scale * (d * np.float32(isum)) + offset * s
+
+
+@_inline
+def _store(out, bias, r, value: np.float32) -> None:
+    out[r] = value + bias[r] if bias.size else value
+
 
 @_kernel
-def _dot_q4_0(row, xd, xs, xq) -> np.float32:
+def _gemv_q4_0(w, lo, hi, xd, xs, xq, bias, out) -> None:
     # blocks: d (f16), 16 bytes of nibble pairs; weight = d * (code - 8)
-    lanes, acc = _lanes(xq), _ZERO
-    for b in range(xd.size):
-        base = b * 18
-        isum = _nibble_pair_dot(row, base + 2, xq, b * 32, lanes // 2)
-        acc += _f16_at(row, base) * (xd[b] * np.float32(isum) - np.float32(8.0) * xs[b])
-    return acc
+    half = _lanes(xq, 16)
+    for r in range(lo, hi):
+        row, acc = w[r], _ZERO
+        for b in range(_u64(xd.size)):
+            base = b * _u64(18)
+            isum = _nibble_pair_dot(row, base + _u64(2), xq, b * _BLOCK, half)
+            d = _f16_at(row, base)
+            acc += _block_product(d, np.float32(-8.0) * d, isum, xd[b], xs[b])
+        _store(out, bias, r, acc)
 
 
 @_kernel
-def _dot_q4_1(row, xd, xs, xq) -> np.float32:
+def _gemv_q4_1(w, lo, hi, xd, xs, xq, bias, out) -> None:
     # blocks: d, m (f16), 16 bytes of nibble pairs; weight = d * code + m
-    lanes, acc = _lanes(xq), _ZERO
-    for b in range(xd.size):
-        base = b * 20
-        isum = _nibble_pair_dot(row, base + 4, xq, b * 32, lanes // 2)
-        acc += _f16_at(row, base) * (xd[b] * np.float32(isum)) + _f16_at(row, base + 2) * xs[b]
-    return acc
+    half = _lanes(xq, 16)
+    for r in range(lo, hi):
+        row, acc = w[r], _ZERO
+        for b in range(_u64(xd.size)):
+            base = b * _u64(20)
+            isum = _nibble_pair_dot(row, base + _u64(4), xq, b * _BLOCK, half)
+            acc += _block_product(_f16_at(row, base), _f16_at(row, base + _u64(2)), isum, xd[b], xs[b])
+        _store(out, bias, r, acc)
 
 
 @_kernel
-def _dot_q5_0(row, xd, xs, xq) -> np.float32:
+def _gemv_q5_0(w, lo, hi, xd, xs, xq, bias, out) -> None:
     # blocks: d (f16), 32 fifth bits (u32), 16 bytes of nibble pairs; weight = d * (code - 16)
-    lanes, acc = _lanes(xq), _ZERO
-    for b in range(xd.size):
-        base = b * 22
-        isum = (_nibble_pair_dot(row, base + 6, xq, b * 32, lanes // 2)
-                + 16 * _bit_dot(_u32_at(row, base + 2), xq, b * 32, lanes))
-        acc += _f16_at(row, base) * (xd[b] * np.float32(isum) - np.float32(16.0) * xs[b])
-    return acc
+    half, lanes = _lanes(xq, 16), _lanes(xq, 32)
+    for r in range(lo, hi):
+        row, acc = w[r], _ZERO
+        for b in range(_u64(xd.size)):
+            base = b * _u64(22)
+            isum = (_nibble_pair_dot(row, base + _u64(6), xq, b * _BLOCK, half)
+                    + 16 * _bit_dot(_u32_at(row, base + _u64(2)), xq, b * _BLOCK, lanes))
+            d = _f16_at(row, base)
+            acc += _block_product(d, np.float32(-16.0) * d, isum, xd[b], xs[b])
+        _store(out, bias, r, acc)
 
 
 @_kernel
-def _dot_q8_0(row, xd, xs, xq) -> np.float32:
+def _gemv_q8_0(w, lo, hi, xd, xs, xq, bias, out) -> None:
     # blocks: d (f16), 32 int8; weight = d * code
-    lanes, acc = _lanes(xq), _ZERO
-    for b in range(xd.size):
-        base = b * 34
-        acc += _f16_at(row, base) * (xd[b] * np.float32(_int8_dot(row, base + 2, xq, b * 32, lanes)))
-    return acc
+    lanes = _lanes(xq, 32)
+    for r in range(lo, hi):
+        row, acc = w[r], _ZERO
+        for b in range(_u64(xd.size)):
+            base = b * _u64(34)
+            isum = _int8_dot(row, base + _u64(2), xq, b * _BLOCK, lanes)
+            acc += _block_product(_f16_at(row, base), _ZERO, isum, xd[b], xs[b])
+        _store(out, bias, r, acc)
 
 
 @_kernel
-def _dot_q4_k(row, xd, xs, xq) -> np.float32:
+def _gemv_q4_k(w, lo, hi, xd, xs, xq, bias, out) -> None:
     # super-blocks of 256: d, dmin (f16), 12 bytes of 6-bit scales and mins, 128 bytes in
     # which sub-block 2c + k (32 elements) is nibble k of bytes [32c, 32c + 32);
     # weight = d * scale_j * code - dmin * min_j
-    lanes, acc = _lanes(xq), _ZERO
-    for sb in range(xd.size // 8):
-        base = sb * 144
-        d, dmin = _f16_at(row, base), _f16_at(row, base + 2)
-        for j in range(8):
-            scale, minimum = _k_scale_min(row, base + 4, j)
-            b = sb * 8 + j
-            isum = _nibble_dot(row, base + 16 + (j // 2) * 32, 4 * (j % 2), xq, b * 32, lanes)
-            acc += (d * np.float32(scale)) * (xd[b] * np.float32(isum)) - (dmin * np.float32(minimum)) * xs[b]
-    return acc
+    lanes = _lanes(xq, 32)
+    for r in range(lo, hi):
+        row, acc = w[r], _ZERO
+        for sb in range(_u64(xd.size // 8)):
+            base = sb * _u64(144)
+            d, dmin = _f16_at(row, base), _f16_at(row, base + _u64(2))
+            for j in range(_u64(8)):
+                scale, minimum = _k_scale_min(row, base + _u64(4), j)
+                b = sb * _u64(8) + j
+                nibbles = base + _u64(16) + (j >> _u64(1)) * _BLOCK
+                isum = _nibble_dot(row, nibbles, 4 * np.int64(j & _u64(1)), xq, b * _BLOCK, lanes)
+                acc += _block_product(d * np.float32(scale), -(dmin * np.float32(minimum)), isum,
+                                      xd[b], xs[b])
+        _store(out, bias, r, acc)
 
 
 @_kernel
-def _dot_q6_k(row, xd, xs, xq) -> np.float32:
+def _gemv_q6_k(w, lo, hi, xd, xs, xq, bias, out) -> None:
     # super-blocks of 256: ql[128], qh[64], int8 scales[16], d (f16). Element 32k + l of
     # half h (k < 4, l < 32): low bits ql[64h + 32(k & 1) + l] >> 4(k >> 1), high bits
     # qh[32h + l] >> 2k; weight = d * scales[8h + 2k + l // 16] * (code - 32). The scale
-    # changes every 16 elements: it multiplies each half's integer sum.
-    half = _lanes(xq) // 2
-    acc = _ZERO
-    for sb in range(xd.size // 8):
-        base = sb * 210
-        d = _f16_at(row, base + 208)
-        for h in range(2):
-            for k in range(4):
-                b = sb * 8 + h * 4 + k
-                low, high = base + 64 * h + 32 * (k & 1), base + 128 + 32 * h
-                isum = np.int32(0)
-                for part in range(2):
-                    scale = np.int32(np.int8(row[base + 192 + 8 * h + 2 * k + part]))
-                    isum += scale * _q6_k_half_dot(row, low + half * part, 4 * (k >> 1),
-                                                   high + half * part, 2 * k, xq,
-                                                   b * 32 + half * part, half)
-                acc += d * (xd[b] * np.float32(isum))
-    return acc
+    # changes every 16 elements: it multiplies each 16's integer sum.
+    half = _lanes(xq, 16)
+    for r in range(lo, hi):
+        row, acc = w[r], _ZERO
+        for sb in range(_u64(xd.size // 8)):
+            base = sb * _u64(210)
+            d = _f16_at(row, base + _u64(208))
+            for h in range(_u64(2)):
+                for k in range(_u64(4)):
+                    b = sb * _u64(8) + h * _u64(4) + k
+                    low = base + _u64(64) * h + _BLOCK * (k & _u64(1))
+                    high = base + _u64(128) + _BLOCK * h
+                    low_shift, high_shift = 4 * np.int64(k >> _u64(1)), 2 * np.int64(k)
+                    isum = np.int32(0)
+                    for part in range(_u64(2)):
+                        first = half * part
+                        scale = np.int32(np.int8(row[base + _u64(192) + _u64(8) * h + _u64(2) * k + part]))
+                        isum += scale * _q6_k_dot(row, low + first, low_shift, high + first, high_shift,
+                                                  xq, b * _BLOCK + first, half)
+                    acc += _block_product(d, _ZERO, isum, xd[b], xs[b])
+        _store(out, bias, r, acc)
 
 
 @_kernel
-def _row_dot(wtype: int, row, xd, xs, xq) -> np.float32:
-    """sum_k W[k] * X[k] for one weight row of wtype blocks and one q8 activation row."""
+def _gemv_rows(wtype: int, w, lo: int, hi: int, xd, xs, xq, bias, out) -> None:
+    """out[r] = W[r] . X (+ bias[r]) for rows lo <= r < hi of wtype blocks, X one token's
+    q8 row."""
+    start, stop = _u64(lo), _u64(hi)
     if wtype == Q4_0:
-        return _dot_q4_0(row, xd, xs, xq)
-    if wtype == Q4_1:
-        return _dot_q4_1(row, xd, xs, xq)
-    if wtype == Q5_0:
-        return _dot_q5_0(row, xd, xs, xq)
-    if wtype == Q8_0:
-        return _dot_q8_0(row, xd, xs, xq)
-    if wtype == Q4_K:
-        return _dot_q4_k(row, xd, xs, xq)
-    if wtype == Q6_K:
-        return _dot_q6_k(row, xd, xs, xq)
-    raise ValueError("no numba kernel for this weight type")
+        _gemv_q4_0(w, start, stop, xd, xs, xq, bias, out)
+    elif wtype == Q4_1:
+        _gemv_q4_1(w, start, stop, xd, xs, xq, bias, out)
+    elif wtype == Q5_0:
+        _gemv_q5_0(w, start, stop, xd, xs, xq, bias, out)
+    elif wtype == Q8_0:
+        _gemv_q8_0(w, start, stop, xd, xs, xq, bias, out)
+    elif wtype == Q4_K:
+        _gemv_q4_k(w, start, stop, xd, xs, xq, bias, out)
+    elif wtype == Q6_K:
+        _gemv_q6_k(w, start, stop, xd, xs, xq, bias, out)
+    else:
+        raise ValueError("no numba kernel for this weight type")
 
 
 # --- weight rows -> codes, scales and offsets (the GEMM and the embedding lookup) -----------------
@@ -288,77 +334,92 @@ def _row_dot(wtype: int, row, xd, xs, xq) -> np.float32:
 # with q int16.
 
 @_inline
-def _decode_nibble_pairs(row, start: int, q, q0: int) -> None:
-    for i in range(16):
+def _decode_nibble_pairs(row, start, q, q0, half) -> None:
+    for i in range(half):
         byte = np.int16(row[start + i])
         q[q0 + i] = byte & 0xF
-        q[q0 + 16 + i] = byte >> 4
+        q[q0 + half + i] = byte >> 4
 
 
 @_kernel
 def _decode_q4_0(row, q, scale, offset) -> None:
-    for b in range(row.size // 18):
-        d = _f16_at(row, b * 18)
+    half = _lanes(q, 16)
+    for b in range(_u64(scale.size)):
+        base = b * _u64(18)
+        d = _f16_at(row, base)
         scale[b], offset[b] = d, np.float32(-8.0) * d
-        _decode_nibble_pairs(row, b * 18 + 2, q, b * 32)
+        _decode_nibble_pairs(row, base + _u64(2), q, b * _BLOCK, half)
 
 
 @_kernel
 def _decode_q4_1(row, q, scale, offset) -> None:
-    for b in range(row.size // 20):
-        scale[b], offset[b] = _f16_at(row, b * 20), _f16_at(row, b * 20 + 2)
-        _decode_nibble_pairs(row, b * 20 + 4, q, b * 32)
+    half = _lanes(q, 16)
+    for b in range(_u64(scale.size)):
+        base = b * _u64(20)
+        scale[b], offset[b] = _f16_at(row, base), _f16_at(row, base + _u64(2))
+        _decode_nibble_pairs(row, base + _u64(4), q, b * _BLOCK, half)
 
 
 @_kernel
 def _decode_q5_0(row, q, scale, offset) -> None:
-    for b in range(row.size // 22):
-        d = _f16_at(row, b * 22)
+    half, lanes = _lanes(q, 16), _lanes(q, 32)
+    for b in range(_u64(scale.size)):
+        base = b * _u64(22)
+        d = _f16_at(row, base)
         scale[b], offset[b] = d, np.float32(-16.0) * d
-        _decode_nibble_pairs(row, b * 22 + 6, q, b * 32)
-        high = _u32_at(row, b * 22 + 2)
-        for i in range(32):
-            q[b * 32 + i] |= np.int16(((high >> i) & 1) << 4)
+        _decode_nibble_pairs(row, base + _u64(6), q, b * _BLOCK, half)
+        high = np.int32(_u32_at(row, base + _u64(2)))
+        for i in range(lanes):
+            q[b * _BLOCK + i] |= np.int16(((high >> np.int32(i)) & 1) << 4)
 
 
 @_kernel
 def _decode_q8_0(row, q, scale, offset) -> None:
-    for b in range(row.size // 34):
-        scale[b], offset[b] = _f16_at(row, b * 34), _ZERO
-        for i in range(32):
-            q[b * 32 + i] = np.int16(np.int8(row[b * 34 + 2 + i]))
+    lanes = _lanes(q, 32)
+    for b in range(_u64(scale.size)):
+        base = b * _u64(34)
+        scale[b], offset[b] = _f16_at(row, base), _ZERO
+        for i in range(lanes):
+            q[b * _BLOCK + i] = np.int16(np.int8(row[base + _u64(2) + i]))
 
 
 @_kernel
 def _decode_q4_k(row, q, scale, offset) -> None:
-    for sb in range(row.size // 144):
-        base = sb * 144
-        d, dmin = _f16_at(row, base), _f16_at(row, base + 2)
-        for j in range(8):
-            sc, minimum = _k_scale_min(row, base + 4, j)
-            b = sb * 8 + j
+    lanes = _lanes(q, 32)
+    for sb in range(_u64(scale.size // 8)):
+        base = sb * _u64(144)
+        d, dmin = _f16_at(row, base), _f16_at(row, base + _u64(2))
+        for j in range(_u64(8)):
+            sc, minimum = _k_scale_min(row, base + _u64(4), j)
+            b = sb * _u64(8) + j
             scale[b], offset[b] = d * np.float32(sc), -(dmin * np.float32(minimum))
-            nibbles, shift = base + 16 + (j // 2) * 32, 4 * (j % 2)
-            for i in range(32):
-                q[b * 32 + i] = (np.int16(row[nibbles + i]) >> shift) & 0xF
+            nibbles, shift = base + _u64(16) + (j >> _u64(1)) * _BLOCK, 4 * np.int64(j & _u64(1))
+            for i in range(lanes):
+                q[b * _BLOCK + i] = (np.int16(row[nibbles + i]) >> shift) & 0xF
 
 
 @_kernel
 def _decode_q6_k(row, q, scale, offset) -> None:
     # The int8 scale changes every 16 elements, so it is folded into the codes
     # (|(code - 32) * scale| <= 32 * 128 fits int16) and the block scale is d.
-    for sb in range(row.size // 210):
-        base = sb * 210
-        d = _f16_at(row, base + 208)
-        for h in range(2):
-            for k in range(4):
-                b = sb * 8 + h * 4 + k
+    half = _lanes(q, 16)
+    for sb in range(_u64(scale.size // 8)):
+        base = sb * _u64(210)
+        d = _f16_at(row, base + _u64(208))
+        for h in range(_u64(2)):
+            for k in range(_u64(4)):
+                b = sb * _u64(8) + h * _u64(4) + k
                 scale[b], offset[b] = d, _ZERO
-                low, high = base + 64 * h + 32 * (k & 1), base + 128 + 32 * h
-                for i in range(32):
-                    code = (((np.int16(row[low + i]) >> (4 * (k >> 1))) & 0xF)
-                            | (((np.int16(row[high + i]) >> (2 * k)) & 3) << 4)) - 32
-                    q[b * 32 + i] = code * np.int16(np.int8(row[base + 192 + 8 * h + 2 * k + i // 16]))
+                low = base + _u64(64) * h + _BLOCK * (k & _u64(1))
+                high = base + _u64(128) + _BLOCK * h
+                low_shift, high_shift = 4 * np.int64(k >> _u64(1)), 2 * np.int64(k)
+                for part in range(_u64(2)):
+                    first = half * part
+                    sixteen = np.int16(np.int8(row[base + _u64(192) + _u64(8) * h + _u64(2) * k + part]))
+                    for i in range(half):
+                        code = (((np.int16(row[low + first + i]) >> low_shift) & 0xF)
+                                | (((np.int16(row[high + first + i]) >> high_shift) & 3) << 4)) - 32
+                        q[b * _BLOCK + first + i] = code * sixteen
 
 
 @_kernel
@@ -406,39 +467,53 @@ def quantize_q8(x, n: int, d, s, qs) -> None:
 
 @_parallel_kernel
 def _gemv(wtype: int, w, xd, xs, xq, first: int, count: int, bias, out) -> None:
-    for r in prange(w.shape[0]):
-        for t in range(first, first + count):
-            value = _row_dot(wtype, w[r], xd[t], xs[t], xq[t])
-            out[t, r] = value + bias[r] if bias.size else value
+    rows = w.shape[0]
+    # tiles of rows, each a call: a parallel loop's own iterations cost more than a call's
+    tiles = (rows + _GEMV_TILE - 1) // _GEMV_TILE
+    for t in range(first, first + count):
+        token_d, token_s, token_q, token_out = xd[t], xs[t], xq[t], out[t]
+        for tile in prange(tiles):
+            _gemv_rows(wtype, w, tile * _GEMV_TILE, min(rows, (tile + 1) * _GEMV_TILE),
+                       token_d, token_s, token_q, bias, token_out)
+
+
+@_inline
+def _codes_dot4(q, start, x0, x1, x2, x3, lanes) -> tuple[np.int32, np.int32, np.int32, np.int32]:
+    """sum(q[start + i] * x[start + i]) for four tokens' rows x at once, each code loaded
+    once."""
+    s0 = s1 = s2 = s3 = np.int32(0)
+    for i in range(start, start + lanes):
+        code = q[i]
+        s0 = np.int32(s0 + np.int32(code * x0[i]))
+        s1 = np.int32(s1 + np.int32(code * x1[i]))
+        s2 = np.int32(s2 + np.int32(code * x2[i]))
+        s3 = np.int32(s3 + np.int32(code * x3[i]))
+    return s0, s1, s2, s3
 
 
 @_parallel_kernel
 def _gemm(wtype: int, w, xd, xs, xq, first: int, count: int, bias, out) -> None:
     width, blocks = xq.shape[1], xd.shape[1]
-    # The activations token-minor, so that the innermost loop runs over tokens; int16
-    # codes, as int16 x int16 products are what vectorizes.
-    tokens_q = np.empty((width, count), np.int16)
-    tokens_d = np.empty((blocks, count), np.float32)
-    tokens_s = np.empty((blocks, count), np.float32)
-    for t in range(count):
-        for k in range(width):
-            tokens_q[k, t] = xq[first + t, k]
-        for b in range(blocks):
-            tokens_d[b, t], tokens_s[b, t] = xd[first + t, b], xs[first + t, b]
-    lanes = _lanes(xq)
+    # The tokens in groups of four (the last one padded with zero tokens); codes as int16,
+    # as int16 x int16 products are what vectorizes.
+    padded = (count + 3) // 4 * 4
+    tokens_q = np.zeros((padded, width), np.int16)
+    tokens_d, tokens_s = np.zeros((padded, blocks), np.float32), np.zeros((padded, blocks), np.float32)
+    tokens_q[:count] = xq[first:first + count]
+    tokens_d[:count], tokens_s[:count] = xd[first:first + count], xs[first:first + count]
+    lanes = _lanes(xq, 32)
     for r in prange(w.shape[0]):
         q = np.empty(width, np.int16)
         scale, offset = np.empty(blocks, np.float32), np.empty(blocks, np.float32)
-        isum, acc = np.empty(count, np.int32), np.zeros(count, np.float32)
+        acc = np.zeros(padded, np.float32)
         decode_row(wtype, w[r], q, scale, offset)
-        for b in range(blocks):
-            isum[:] = 0
-            for k in range(b * 32, b * 32 + lanes):
-                code, column = q[k], tokens_q[k]
-                for t in range(count):
-                    isum[t] += code * column[t]
-            for t in range(count):
-                acc[t] += scale[b] * (tokens_d[b, t] * np.float32(isum[t])) + offset[b] * tokens_s[b, t]
+        for t in range(0, padded, 4):
+            rows_d, rows_s = tokens_d[t:t + 4], tokens_s[t:t + 4]
+            for b in range(_u64(blocks)):
+                sums = _codes_dot4(q, b * _BLOCK, tokens_q[t], tokens_q[t + 1], tokens_q[t + 2],
+                                   tokens_q[t + 3], lanes)
+                for j in range(4):
+                    acc[t + j] += _block_product(scale[b], offset[b], sums[j], rows_d[j, b], rows_s[j, b])
         for t in range(count):
             out[first + t, r] = acc[t] + bias[r] if bias.size else acc[t]
 

@@ -12,12 +12,11 @@
  * With q kept unsigned (0..15) the offset leaves the integer dot product:
  *   sum_i d (q_i - 8) dx x_i = d * (dx * isum - 8 * s),   isum = sum_i q_i x_i,
  * s = dx * sum x_i being the activation block's precomputed sum. isum comes from
- * vpmaddubsw (q unsigned, x signed; |pair| <= 2 * 15 * 127 fits int16) and vpmaddwd by 1
- * as 8 int32 lanes t; the lanes of dx * t - s (fmsub) sum to dx * isum - 8 * s, so each
- * row's block costs one fmsub and one fma into that row's 8-lane accumulator, and the
- * lanes are summed once per row. The 16 packed bytes are broadcast to both 128-bit
- * halves and shifted right by 0 (low half) or 4 (high half) bits in one vpsrlvd, then
- * masked: low half = elements 0-15, high half = elements 16-31, matching x's order.
+ * vpmaddubsw (q unsigned, x signed: a pair is at most 2 * 15 * 127 = 3810, the low and
+ * high halves' sum 7620, so int16 holds) and vpmaddwd by 1. Rows go in pairs, one per
+ * 128-bit half (matmul_avx2.inc), unpacked by one vpsrlw and two masks. The -8 d s term:
+ * the GEMV adds d s of 8 rows at once into CORR (scaled by -8 at the end), the GEMM
+ * subtracts 2 s from each of a row's 4 lanes (the panel holds 2 s).
  *
  * Loops, register roles and stores: matmul_avx2.inc.
  */
@@ -64,36 +63,20 @@ CONST32_4 .Lcorr_scale, 0xc1000000      /* -8.0f */
         vpmaddwd VONES, %ymm\t, %ymm\t
 .endm
 
-/* --- GEMM hooks ---------------------------------------------------------------------- */
-#define GMASK  %ymm13
-#define GONES  %ymm15
-
-.macro GEMM_CONSTS
-        vmovdqa .Lnib_mask(%rip), GMASK
-        vmovdqa .Lones16(%rip), GONES
-.endm
+/* --- GEMM hooks (panel: matmul_avx2.inc) --------------------------------------------- */
+CONST32_4 .Lpanel_scale, 0x40000000     /* 2.0f: the panel holds 2 s */
 
 .macro GEMM_PREP a_base, a_idx, a_sc, b_base, b_idx, b_sc
-        UNPACK_PAIR \a_base, \a_idx, \a_sc, \b_base, \b_idx, \b_sc, GTLO, %xmm4, GTHI, GMASK
-        vpbroadcastw Q_D(\a_base,\a_idx,\a_sc), %xmm6
+        UNPACK_PAIR \a_base, \a_idx, \a_sc, \b_base, \b_idx, \b_sc, GTLO, %xmm8, GTHI, .Lnib_mask(%rip)
+        vpbroadcastw Q_D(\a_base,\a_idx,\a_sc), %xmm10
         vpbroadcastw Q_D(\b_base,\b_idx,\b_sc), %xmm12
-        vpblendd $0xc, %xmm12, %xmm6, %xmm6     /* dA x4, dB x4 */
-        vcvtph2ps %xmm6, GDP
+        vpblendd $0xc, %xmm12, %xmm10, %xmm10   /* dA x4, dB x4 */
+        vcvtph2ps %xmm10, GDP
 .endm
 
-/* Per column: the pair's 4 lanes per row sum to dx isum - 4 * (2 s) */
-.macro GEMM_COL idx, sc, acc
-        vbroadcasti128 Q8_QS(GX,\idx,\sc), GXLO
-        vbroadcasti128 (Q8_QS + 16)(GX,\idx,\sc), GXHI
-        vbroadcastss Q8_D(GX,\idx,\sc), GDX
-        vbroadcastss Q8_S(GX,\idx,\sc), GSX
-        vaddps  GSX, GSX, GSX
-        vpmaddubsw GXLO, GTLO, GT
-        vpmaddubsw GXHI, GTHI, GH
-        vpaddw  GH, GT, GT
-        vpmaddwd GONES, GT, GT
-        vcvtdq2ps GT, GT
-        vfmsub213ps GSX, GDX, GT        /* dx t - 2 s */
+/* GT = t: a row's 4 lanes sum to dx isum - 4 * (2 s) */
+.macro GEMM_FLOAT acc
+        vfmsub213ps GSX, GDX, GT
         vfmadd231ps GDP, GT, \acc
 .endm
 

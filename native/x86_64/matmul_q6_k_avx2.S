@@ -30,6 +30,10 @@
  * low lane and the odd ones in the high (vpmovsxbw, vpshufb, vpermq), then one vpshufb
  * per pair picks [sc_4c x4, sc_4c+2 x4 | sc_4c+1 x4, sc_4c+3 x4].
  *
+ * The gemm (2-4 columns) unpacks a superblock's codes once into the frame (QB), its pair
+ * scales, SC16 and d into SQ, then runs the columns two at a time, each code load serving
+ * both trees (Q6K_COLUMNS2); a third column alone (Q6K_COLUMN).
+ *
  * Scratch per superblock and column (K_PREP_SB): dx_0..7 (floats), then the half sums
  * X_0a X_0b .. X_7a X_7b (int16), from the same tree with the weight codes set to 1.
  *
@@ -37,7 +41,7 @@
  *   ymm15 M4 (0x0f bytes), ymm14 M30 (0x30 bytes), ymm13 ONES (i16 ones)
  *   ymm9-12 accumulators of columns 0-3, ymm8 SC16 (the 16 scales, i16),
  *   ymm7 DBC (d, 8 lanes); gemv: ymm10 V2 (scales, even | odd), ymm11 O;
- *   ymm0-6 (and ymm12 in the gemv) temporaries
+ *   ymm0-6 (and ymm12 in the gemv, ymm7-8 in the gemm's columns) temporaries
  */
 
 #define SB_BYTES  210
@@ -169,16 +173,6 @@
         vpaddd  \t, \out, \out
 .endm
 
-/* T (ymm\t, integers) - 32 O_k, times d dx_k, into ymm\acc. Clobbers ymm\tmp. */
-.macro Q6K_FINISH k, acc, t, tmp
-        vpmaddwd (\k * COLSCR + 32)(SCR), SC16, %ymm\tmp    /* O */
-        vpslld  $5, %ymm\tmp, %ymm\tmp
-        vpsubd  %ymm\tmp, %ymm\t, %ymm\t
-        vcvtdq2ps %ymm\t, %ymm\t
-        vmulps  (\k * COLSCR)(SCR), DBC, %ymm\tmp           /* d dx */
-        vfmadd231ps %ymm\tmp, %ymm\t, %ymm\acc
-.endm
-
 /* T halves ymm\a (groups 0-3), ymm\b (4-7) -> ymm\a = T_0..7. Clobbers ymm\t. */
 .macro Q6K_FOLD a, b, t
         vperm2i128 $0x21, %ymm\b, %ymm\a, %ymm\t
@@ -186,24 +180,79 @@
         vpaddd  %ymm\t, %ymm\a, %ymm\a
 .endm
 
-/* column k from the codes in QB and the pair scales in SQ, into ymm\acc */
+/* B_c for columns k (to \ba) and k + 1 (to \bb) from the codes in QB, loaded once to
+ * ymm0 ymm1 for both (\bb first serves column k) */
+.macro Q6K_PAIR2 c, k, ba, bb
+        vmovdqa QB + 64 * \c(%rsp), %ymm0
+        vmovdqa QB + 64 * \c + 32(%rsp), %ymm1
+        XMEM    vpmaddubsw, \k, 8+80*\c, %ymm0, \ba
+        XMEM    vpmaddubsw, \k, 48+80*\c, %ymm1, \bb
+        vpmaddwd ONES, \ba, \ba
+        vpmaddwd ONES, \bb, \bb
+        vpackssdw \bb, \ba, \ba
+        vpmaddwd SQ + 32 * \c(%rsp), \ba, \ba
+        XMEM    vpmaddubsw, \k+1, 8+80*\c, %ymm0, \bb
+        XMEM    vpmaddubsw, \k+1, 48+80*\c, %ymm1, %ymm1
+        vpmaddwd ONES, \bb, \bb
+        vpmaddwd ONES, %ymm1, %ymm1
+        vpackssdw %ymm1, \bb, \bb
+        vpmaddwd SQ + 32 * \c(%rsp), \bb, \bb
+.endm
+
+/* T (ymm\t) - 32 O_k, times d dx_k, into ymm\acc, with SC16 and DBC from SQ. Clobbers
+ * ymm\tmp. */
+.macro Q6K_FINISH2 k, acc, t, tmp
+        vmovdqa SQ + 128(%rsp), %ymm\tmp
+        vpmaddwd ((\k) * COLSCR + 32)(SCR), %ymm\tmp, %ymm\tmp  /* O */
+        vpslld  $5, %ymm\tmp, %ymm\tmp
+        vpsubd  %ymm\tmp, %ymm\t, %ymm\t
+        vcvtdq2ps %ymm\t, %ymm\t
+        vmovaps SQ + 160(%rsp), %ymm\tmp
+        vmulps  ((\k) * COLSCR)(SCR), %ymm\tmp, %ymm\tmp          /* d dx */
+        vfmadd231ps %ymm\tmp, %ymm\t, %ymm\acc
+.endm
+
+/* columns k, k + 1 into ymm\a0, ymm\a1: two trees, each code load shared */
+.macro Q6K_COLUMNS2 k, a0, a1
+        Q6K_PAIR2 0, \k, %ymm2, %ymm3
+        Q6K_PAIR2 1, \k, %ymm4, %ymm5
+        Q6K_MERGE %ymm2, %ymm4, %ymm6, %ymm7     /* column k: groups 0-3 */
+        Q6K_MERGE %ymm3, %ymm5, %ymm2, %ymm7     /* column k + 1 */
+        Q6K_PAIR2 2, \k, %ymm3, %ymm4
+        Q6K_PAIR2 3, \k, %ymm5, %ymm7
+        Q6K_MERGE %ymm3, %ymm5, %ymm8, %ymm1     /* column k: groups 4-7 */
+        Q6K_MERGE %ymm4, %ymm7, %ymm3, %ymm1     /* column k + 1 */
+        Q6K_FOLD 6, 8, 1
+        Q6K_FOLD 2, 3, 1
+        Q6K_FINISH2 \k, \a0, 6, 1
+        Q6K_FINISH2 \k+1, \a1, 2, 1
+.endm
+
+/* B_c for column k alone, to \ba */
+.macro Q6K_PAIR1 c, k, ba
+        vmovdqa QB + 64 * \c(%rsp), %ymm0
+        vmovdqa QB + 64 * \c + 32(%rsp), %ymm1
+        XMEM    vpmaddubsw, \k, 8+80*\c, %ymm0, \ba
+        XMEM    vpmaddubsw, \k, 48+80*\c, %ymm1, %ymm1
+        vpmaddwd ONES, \ba, \ba
+        vpmaddwd ONES, %ymm1, %ymm1
+        vpackssdw %ymm1, \ba, \ba
+        vpmaddwd SQ + 32 * \c(%rsp), \ba, \ba
+.endm
+
+/* column k alone (the third of three) */
 .macro Q6K_COLUMN k, acc
-        vmovdqa QB + 0(%rsp), %ymm0
-        vmovdqa QB + 32(%rsp), %ymm1
-        Q6K_PAIR 0, \k, 0, %ymm0, %ymm1, %ymm6
-        vmovdqa QB + 64(%rsp), %ymm1
-        vmovdqa QB + 96(%rsp), %ymm2
-        Q6K_PAIR 1, \k, 0, %ymm1, %ymm2, %ymm6
-        Q6K_MERGE %ymm0, %ymm1, %ymm2, %ymm3
-        vmovdqa QB + 128(%rsp), %ymm0
-        vmovdqa QB + 160(%rsp), %ymm1
-        Q6K_PAIR 2, \k, 0, %ymm0, %ymm1, %ymm6
-        vmovdqa QB + 192(%rsp), %ymm1
-        vmovdqa QB + 224(%rsp), %ymm3
-        Q6K_PAIR 3, \k, 0, %ymm1, %ymm3, %ymm6
-        Q6K_MERGE %ymm0, %ymm1, %ymm3, %ymm4
-        Q6K_FOLD 2, 3, 4
-        Q6K_FINISH \k, \acc, 2, 5
+        Q6K_PAIR1 0, \k, %ymm2
+        Q6K_PAIR1 1, \k, %ymm4
+        Q6K_MERGE %ymm2, %ymm4, %ymm6, %ymm7
+        Q6K_PAIR1 2, \k, %ymm3
+        Q6K_PAIR1 3, \k, %ymm5
+        Q6K_MERGE %ymm3, %ymm5, %ymm8, %ymm1
+        Q6K_FOLD 6, 8, 1
+        Q6K_FINISH2 \k, \acc, 6, 1
+.endm
+
+.macro K_ROWEND nc
 .endm
 
 .macro K_SB nc
@@ -230,6 +279,8 @@
         vpshufb .Lq6k_pair\c(%rip), %ymm6, %ymm0
         vmovdqa %ymm0, SQ + 32 * \c(%rsp)
         .endr
+        vmovdqa SC16, SQ + 128(%rsp)            /* the column pairs want every register */
+        vmovaps DBC, SQ + 160(%rsp)
         .irp h, 0, 1                            /* codes once, for every column */
         Q6K_CODES \h
         vmovdqa %ymm0, QB + 128 * \h(%rsp)
@@ -237,13 +288,12 @@
         vmovdqa %ymm2, QB + 128 * \h + 64(%rsp)
         vmovdqa %ymm3, QB + 128 * \h + 96(%rsp)
         .endr
-        Q6K_COLUMN 0, 9
-        Q6K_COLUMN 1, 10
-        .if \nc > 2
+        Q6K_COLUMNS2 0, 9, 10
+        .if \nc == 3
         Q6K_COLUMN 2, 11
         .endif
-        .if \nc > 3
-        Q6K_COLUMN 3, 12
+        .if \nc == 4
+        Q6K_COLUMNS2 2, 11, 12
         .endif
         .endif
 .endm

@@ -1,0 +1,208 @@
+"""The numba backend: the plan's ops, in order, each one call of a numba kernel.
+
+It runs wherever numba does and no native kernels were built. At load, each op becomes
+a step, a closure over the arrays it reads and writes (activation buffers, weights,
+caches), so that a forward pass is a Python loop over steps and nothing else. The
+arithmetic is that of the native kernels (see numba_kernels): linear inputs quantized
+to 8 bits, integer dots on the weights' own blocks, an fp16 KV cache.
+
+Weights stay in the GGUF map; types without a kernel are converted to Q8_0 at load
+(lila.executor.weights), and 1-D weights (norms, biases, rope factors) to fp32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numba
+import numpy as np
+
+from lila.errors import LilaError
+from lila.executor import numba_kernels as kernels
+from lila.executor.plan import Op, Plan
+from lila.executor.weights import KERNEL_TYPES, Q8_0_BLOCK_BYTES, matmul_weight
+from lila.formats.gguf import GGUFFile
+from lila.formats.quants import GGMLType
+
+# Embedding tables looked up as they are; any other type is converted to Q8_0 first.
+EMBED_TYPES = KERNEL_TYPES | {GGMLType.F32, GGMLType.F16}
+Q8_BYTES_PER_BLOCK = 32 + 4 + 4      # int8 codes, then d and s as fp32
+
+# step(n, pos0, all_logits): one op for a batch of n tokens at positions pos0..
+Step = Callable[[int, int, bool], None]
+
+
+class NumbaBackend:
+    name = "numba"
+
+    def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int,
+                 threads: int | None = None):
+        self.plan, self.gguf, self.n_ctx = plan, gguf, n_ctx
+        self.max_batch = min(max_batch, n_ctx)
+        self.threads = threads
+        self.buffers = {name: np.zeros((self.max_batch, width), np.float32)
+                        for name, width in plan.widths.items()}
+        self.k_cache = [np.zeros((n_ctx, kv.n_kv_heads * kv.head_dim), np.uint16) for kv in plan.kv]
+        self.v_cache = [np.zeros_like(k) for k in self.k_cache]
+        self.converted: dict[str, str] = {}   # weight name -> the type it was converted from
+        self._tokens = np.zeros(self.max_batch, np.int64)
+        self._matrices: dict[str, tuple[int, np.ndarray]] = {}
+        self._vectors: dict[str, np.ndarray] = {}
+        self._q8: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._vocab_rows = min((gguf.tensors[op.weights[0]].shape[0] for op in plan.ops
+                                if op.kind == "embed"), default=0)
+        self._steps = self._compile()
+
+    @staticmethod
+    def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:
+        max_batch = min(max_batch, n_ctx)
+        converted = set()
+        for op in plan.ops:
+            if op.kind in ("linear", "embed"):
+                name = op.weights[0]
+                kept = KERNEL_TYPES if op.kind == "linear" else EMBED_TYPES
+                if weights[name].ggml_type not in kept:
+                    converted.add(name)
+        vectors = {w for op in plan.ops for w in op.weights if len(weights[w].shape) == 1}
+        quantized = {op.ins[0] for op in plan.ops if op.kind == "linear"}
+        return {
+            "weights (mapped)": sum(info.nbytes for info in weights.values()),
+            "weights (converted to Q8_0)": sum(math.prod(weights[w].shape) // 32 * Q8_0_BLOCK_BYTES
+                                               for w in converted),
+            "weights (fp32 vectors)": sum(4 * math.prod(weights[w].shape) for w in vectors),
+            "KV cache (fp16)": sum(2 * 2 * n_ctx * kv.n_kv_heads * kv.head_dim for kv in plan.kv),
+            # fp32 rows, and the 8-bit copies of the rows linears read
+            "activations": sum(4 * max_batch * width for width in plan.widths.values())
+            + sum(max_batch * plan.widths[b] // 32 * Q8_BYTES_PER_BLOCK for b in quantized),
+        }
+
+    def forward(self, tokens: np.ndarray, pos0: int, *, all_logits: bool = False) -> np.ndarray:
+        """As ReferenceBackend.forward."""
+        n = len(tokens)
+        if not 0 < n <= self.max_batch or pos0 < 0 or pos0 + n > self.n_ctx:
+            raise ValueError(f"batch of {n} at position {pos0} does not fit "
+                             f"(max batch {self.max_batch}, context {self.n_ctx})")
+        self._tokens[:n] = tokens
+        if self._tokens[:n].min() < 0 or self._tokens[:n].max() >= self._vocab_rows:
+            raise ValueError("token id outside the vocabulary")
+        if self.threads is not None:
+            # per calling thread in numba, so set where the kernels are called from
+            numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+        for step in self._steps:
+            step(n, pos0, all_logits)
+        logits = self.buffers[self.plan.logits]
+        return logits[:n].copy() if all_logits else logits[n - 1:n].copy()
+
+    # -- load: weights ---------------------------------------------------------------------
+
+    def _matrix(self, name: str) -> tuple[int, np.ndarray]:
+        if name not in self._matrices:
+            ggml_type, rows = matmul_weight(self.gguf, name)
+            original = self.gguf.tensors[name].ggml_type
+            if ggml_type != original:
+                self.converted[name] = original.name
+            self._matrices[name] = (int(ggml_type), rows)
+        return self._matrices[name]
+
+    def _vector(self, name: str) -> np.ndarray:
+        # a writable copy: F32 tensors would otherwise be read-only views of the map, a
+        # second array type for the kernels to be compiled for
+        if name not in self._vectors:
+            self._vectors[name] = np.array(self.gguf.tensor(name), np.float32).reshape(-1)
+        return self._vectors[name]
+
+    def _q8_of(self, buffer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        width = self.plan.widths[buffer]
+        if width % 32:
+            raise LilaError(f"the numba backend needs matmul inputs in multiples of 32 values; "
+                            f"buffer {buffer!r} has {width}")
+        if buffer not in self._q8:
+            blocks = (self.max_batch, width // 32)
+            self._q8[buffer] = (np.zeros(blocks, np.float32), np.zeros(blocks, np.float32),
+                                np.zeros((self.max_batch, width), np.int8))
+        return self._q8[buffer]
+
+    # -- load: ops -> steps ----------------------------------------------------------------
+
+    def _compile(self) -> list[Step]:
+        steps: list[Step] = []
+        quantized: set[str] = set()   # buffers whose 8-bit copy is current
+        for op in self.plan.ops:
+            if op.kind == "linear" and op.ins[0] not in quantized:
+                steps.append(self._quantize_step(op.ins[0]))
+                quantized.add(op.ins[0])
+            build = getattr(self, "_" + op.kind, None)
+            if build is None:
+                raise LilaError(f"the numba backend cannot run op {op.kind!r}")
+            steps.append(build(op))
+            quantized.discard(op.out)
+        return steps
+
+    def _quantize_step(self, buffer: str) -> Step:
+        x, (d, s, qs) = self.buffers[buffer], self._q8_of(buffer)
+        return lambda n, pos0, all_logits: kernels.quantize_q8(x, n, d, s, qs)
+
+    def _embed(self, op: Op) -> Step:
+        name = op.weights[0]
+        info = self.gguf.tensors[name]
+        if info.ggml_type in EMBED_TYPES:
+            ggml_type, table = int(info.ggml_type), self.gguf.tensor_bytes(name).reshape(info.shape[0], -1)
+        else:
+            ggml_type, table = self._matrix(name)
+        if info.shape[1] != self.plan.widths[op.out]:
+            raise LilaError(f"embedding {name} does not match the plan")
+        tokens, scale, out = self._tokens, float(op.attrs["scale"]), self.buffers[op.out]
+        return lambda n, pos0, all_logits: kernels.embed(ggml_type, table, tokens, n, scale, out)
+
+    def _rmsnorm(self, op: Op) -> Step:
+        x, weight, out = self.buffers[op.ins[0]], self._vector(op.weights[0]), self.buffers[op.out]
+        eps, heads = float(op.attrs["eps"]), int(op.attrs["heads"])
+        if weight.size * heads != out.shape[1]:
+            raise LilaError(f"norm weight {op.weights[0]} does not match the plan")
+        return lambda n, pos0, all_logits: kernels.rmsnorm(x, n, weight, eps, heads, out)
+
+    def _linear(self, op: Op) -> Step:
+        wtype, w = self._matrix(op.weights[0])
+        x, out = self.buffers[op.ins[0]], self.buffers[op.out]
+        d, s, qs = self._q8_of(op.ins[0])
+        info = self.gguf.tensors[op.weights[0]]
+        if info.shape != (out.shape[1], x.shape[1]):
+            raise LilaError(f"weight {op.weights[0]} of shape {info.shape} does not match the plan")
+        bias = self._vector(op.weights[1]) if len(op.weights) > 1 else np.zeros(0, np.float32)
+        last_row_only = bool(op.attrs["last_row_only"])
+
+        def step(n: int, pos0: int, all_logits: bool) -> None:
+            first, count = (n - 1, 1) if last_row_only and not all_logits else (0, n)
+            kernels.matmul(wtype, w, d, s, qs, first, count, bias, out)
+        return step
+
+    def _rope(self, op: Op) -> Step:
+        a = op.attrs
+        half = a["rot_dim"] // 2
+        inv_freq = float(a["base"]) ** (-np.arange(half, dtype=np.float64) * 2 / a["rot_dim"])
+        if op.weights:
+            inv_freq = inv_freq / self._vector(op.weights[0])
+        x, scale, neox = self.buffers[op.out], float(a["scale"]), bool(a["neox"])
+        heads, head_dim, rot_dim = int(a["heads"]), int(a["head_dim"]), int(a["rot_dim"])
+        return lambda n, pos0, all_logits: kernels.rope(x, n, pos0, heads, head_dim, rot_dim,
+                                                        inv_freq, scale, neox)
+
+    def _attention(self, op: Op) -> Step:
+        a = op.attrs
+        q, k, v = (self.buffers[name] for name in op.ins)
+        k_cache, v_cache = self.k_cache[a["layer"]], self.v_cache[a["layer"]]
+        heads, head_dim, scale = int(a["heads"]), int(a["head_dim"]), float(a["scale"])
+        window, out = int(a["window"] or 0), self.buffers[op.out]
+        if heads % a["kv_heads"] or k.shape[1] != k_cache.shape[1] or q.shape[1] != heads * head_dim:
+            raise LilaError(f"attention of layer {a['layer']} does not match its buffers")
+        return lambda n, pos0, all_logits: kernels.attention(q, k, v, n, pos0, k_cache, v_cache,
+                                                             heads, head_dim, scale, window, out)
+
+    def _glu(self, op: Op) -> Step:
+        gate, up, out = self.buffers[op.ins[0]], self.buffers[op.ins[1]], self.buffers[op.out]
+        kernel = {"silu": kernels.silu_mul, "gelu_tanh": kernels.gelu_mul}[op.attrs["activation"]]
+        return lambda n, pos0, all_logits: kernel(gate, up, n, out)
+
+    def _add(self, op: Op) -> Step:
+        a, b, out = self.buffers[op.ins[0]], self.buffers[op.ins[1]], self.buffers[op.out]
+        return lambda n, pos0, all_logits: kernels.add(a, b, n, out)

@@ -1,0 +1,2 @@
+#define VNNI
+#include "matmul_q4_0_avx512.S"

@@ -1,0 +1,2 @@
+#define VNNI
+#include "matmul_q4_1_avx512.S"

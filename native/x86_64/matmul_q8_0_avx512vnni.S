@@ -1,0 +1,2 @@
+#define VNNI
+#include "matmul_q8_0_avx512.S"
