@@ -44,6 +44,10 @@ class NativeBackend:
         self.name = family
         program = _Compiler(plan, gguf, native, n_ctx=n_ctx, max_batch=self.max_batch).compile()
         self._program = program
+        missing = [entry for entry, symbol in self._kernel_entries(program.used).items() if not symbol]
+        if missing:
+            raise LilaError(f"the {family} kernels lack {', '.join(missing)}; rebuild with "
+                            f"`python -m lila.native.build`")
         program.struct.kernels = kernels
         ctx = native.lib.lila_create(program.struct, threads)
         if ctx == native.ffi.NULL:
@@ -58,8 +62,11 @@ class NativeBackend:
     def kernel_names(self) -> dict[str, str]:
         """Each kernel this model runs ("gemv[Q4_1]") and the symbol that implements it
         ("lila_gemv_q4_1_avx2"), as the library reports it."""
+        return self._kernel_entries(self._used)
+
+    def _kernel_entries(self, used: set[str]) -> dict[str, str | None]:
         symbols = self.native.kernel_symbols(self.family)
-        return {entry: symbols.get(entry) or "missing" for entry in sorted(self._used)}
+        return {entry: symbols.get(entry) for entry in sorted(used)}
 
     @staticmethod
     def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:

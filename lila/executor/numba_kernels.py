@@ -547,7 +547,7 @@ def embed(wtype: int, table, tokens, n: int, scale: float, out) -> None:
                 out[t, i] = values[i] * factor
         elif wtype == F16:
             for i in range(width):
-                out[t, i] = _f16_at(row, 2 * i) * factor
+                out[t, i] = _f16_at(row, _u64(2 * i)) * factor
         else:
             decode_row(wtype, row, q, block_scale, block_offset)
             for i in range(width):

@@ -8,6 +8,7 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 
 enum {
     ROW_TILE = 64,          /* rows a thread multiplies into scratch before combining */
+    SPIN_BEFORE_YIELD = 1 << 12,
     SPIN_BEFORE_SLEEP = 1 << 16,
     CACHE_LINE = 64
 };
@@ -62,7 +64,15 @@ static void barrier(lila_ctx *ctx)
         atomic_store(&ctx->barrier_count, 0);
         atomic_fetch_add(&ctx->barrier_passed, 1);
     } else {
-        while (atomic_load(&ctx->barrier_passed) == passed) cpu_relax();
+        /* Spin while the others are a few microseconds away; yield once it takes longer,
+           for a thread that shares its core with another process is then descheduled
+           and spinning would only keep it off the core. */
+        for (unsigned spins = 0; atomic_load(&ctx->barrier_passed) == passed; spins++) {
+            if (spins < SPIN_BEFORE_YIELD)
+                cpu_relax();
+            else
+                sched_yield();
+        }
     }
 }
 

@@ -96,8 +96,11 @@ CONST32_4 .Lones16, 0x00010001
         movq    W, P
         subq    RB, P
         leaq    (P,RB,4), P2
-        movq    X, XP
+        movq    X_SAVED, XP
         movq    NB, CNT
+.if \n == 8
+        PF_START
+.endif
         vxorps  %ymm0, %ymm0, %ymm0
 .if \n >= 2
         vxorps  %ymm1, %ymm1, %ymm1
@@ -129,6 +132,7 @@ CONST32_4 .Lones16, 0x00010001
         ROW8    ROW5, %ymm5
         ROW8    ROW6, %ymm6
         ROW8    ROW7, %ymm7
+        PF_STEP (8 * BLOCK_BYTES)
 .endif
         addq    $BLOCK_BYTES, P
         addq    $BLOCK_BYTES, P2
