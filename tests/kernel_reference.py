@@ -1,10 +1,14 @@
 """What kernel tests share: the native kernel families this machine can run, the numpy
-reference of activation quantization, and the error measure.
+reference of activation quantization, the error measure, and arrays placed against
+inaccessible pages.
 
 Error bounds are normalised mean squared errors, as llama.cpp's test-backend-ops states
 them: sum((a - b)^2) / sum(b^2) against the numpy reference.
 """
 from __future__ import annotations
+
+import ctypes
+import mmap
 
 import numpy as np
 import pytest
@@ -71,3 +75,28 @@ def pointer(native, array: np.ndarray, ctype: str = "void *"):
     """A cffi pointer to a contiguous numpy array (kept alive by the caller)."""
     assert array.flags.c_contiguous
     return native.ffi.cast(ctype, native.ffi.from_buffer(array))
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_libc.mprotect.restype = ctypes.c_int
+
+
+def guarded(values: np.ndarray, at_end: bool = True) -> np.ndarray:
+    """A copy of values between two PROT_NONE pages, its last byte (at_end) or its first
+    against one: a kernel reading or writing past that end faults, as it would at the end
+    of a mapped model file. The mapping lives as long as the returned array, so hold on to
+    the array (not only a pointer() to it) until the kernel has run."""
+    values = np.ascontiguousarray(values)
+    page = mmap.PAGESIZE
+    pages = max(1, -(-values.nbytes // page))
+    mm = mmap.mmap(-1, (pages + 2) * page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    for offset in (0, (pages + 1) * page):
+        if _libc.mprotect(base + offset, page, 0) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect failed")
+    start = page + (pages * page - values.nbytes if at_end else 0)
+    out = np.frombuffer(mm, np.uint8, values.nbytes, start).view(values.dtype)
+    out = out.reshape(values.shape)
+    out[...] = values
+    return out

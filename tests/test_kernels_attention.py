@@ -26,13 +26,10 @@ so a read or write outside the arguments' rows crashes the test.
 """
 from __future__ import annotations
 
-import ctypes
-import mmap
-
 import numpy as np
 import pytest
 
-from kernel_reference import family_params, nmse, pointer
+from kernel_reference import family_params, guarded, nmse, pointer
 from lila.native import library
 
 FAMILIES = family_params()
@@ -59,28 +56,6 @@ def inner(buf: np.ndarray) -> np.ndarray:
 def assert_sentinels(buf: np.ndarray) -> None:
     assert np.all(buf[:PAD] == SENTINEL), "a kernel wrote before its output"
     assert np.all(buf[-PAD:] == SENTINEL), "a kernel wrote past its output"
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-_libc.mprotect.restype = ctypes.c_int
-
-
-def guarded(values: np.ndarray, at_end: bool) -> np.ndarray:
-    """A copy of values whose last (at_end) or first byte borders a PROT_NONE page; the
-    mapping lives as long as the array."""
-    values = np.ascontiguousarray(values)
-    page = mmap.PAGESIZE
-    pages = max(1, -(-values.nbytes // page))
-    mm = mmap.mmap(-1, (pages + 2) * page)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-    for offset in (0, (pages + 1) * page):
-        assert _libc.mprotect(base + offset, page, 0) == 0
-    start = page + (pages * page - values.nbytes if at_end else 0)
-    out = np.frombuffer(mm, np.uint8, values.nbytes, start).view(values.dtype)
-    out = out.reshape(values.shape)
-    out[...] = values
-    return out
 
 
 # ---------------------------------------------------------------- references (float64)

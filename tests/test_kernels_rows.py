@@ -16,14 +16,11 @@ crashes the test; every output is followed by sentinels that must survive.
 """
 from __future__ import annotations
 
-import ctypes
-import mmap
-
 import numpy as np
 import pytest
 
 from gguf_mutations import random_blocks
-from kernel_reference import Q8, family_params, nmse, pointer, quantize_q8
+from kernel_reference import Q8, family_params, guarded, nmse, pointer, quantize_q8
 from lila.formats.quants import BLOCK_SIZE, TYPE_SIZE, GGMLType, dequantize
 from lila.native import library
 
@@ -36,27 +33,6 @@ SENTINEL_U16 = np.uint16(0xDEAD)
 
 
 # --- memory helpers ------------------------------------------------------------------
-
-_PAGE = mmap.PAGESIZE
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-_guards: list = []                  # the mappings stay alive as long as the module
-
-
-def guarded(array: np.ndarray) -> np.ndarray:
-    """A copy of `array` whose last byte is followed by a PROT_NONE page."""
-    array = np.ascontiguousarray(array)
-    pages = -(-max(array.nbytes, 1) // _PAGE)
-    mm = mmap.mmap(-1, (pages + 1) * _PAGE)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
-    if _libc.mprotect(base + pages * _PAGE, _PAGE, 0) != 0:
-        raise OSError(ctypes.get_errno(), "mprotect failed")
-    start = pages * _PAGE - array.nbytes
-    out = np.frombuffer(mm, dtype=array.dtype, count=array.size, offset=start).reshape(array.shape)
-    out[...] = array
-    _guards.append(mm)
-    return out
-
 
 def padded(n: int, dtype) -> np.ndarray:
     """An output of n elements followed by PAD sentinels (the whole array is returned)."""
@@ -357,7 +333,8 @@ def test_embed_zero_scale_blocks(kernels, t):
     native, table = kernels
     n = max(BLOCK_SIZE[t], 32)
     raw = np.zeros(n // BLOCK_SIZE[t] * TYPE_SIZE[t], np.uint8)
+    rawg = guarded(raw)
     out = padded(n, np.float32)
-    table.embed[int(t)](pointer(native, guarded(raw)), n, 1.0, pointer(native, out, "float *"))
+    table.embed[int(t)](pointer(native, rawg), n, 1.0, pointer(native, out, "float *"))
     assert_sentinels(out, n)
     assert same_bits(out[:n], dequantize(raw, t, (n,)) * np.float32(1.0))

@@ -22,11 +22,8 @@ from lila.executor import numba_kernels as kernels
 from lila.executor.plan import Op, Plan
 from lila.executor.weights import KERNEL_TYPES, Q8_0_BLOCK_BYTES, matmul_weight
 from lila.formats.gguf import GGUFFile
-from lila.formats.quants import GGMLType
 
-# Embedding tables looked up as they are; any other type is converted to Q8_0 first.
-EMBED_TYPES = KERNEL_TYPES | {GGMLType.F32, GGMLType.F16}
-Q8_BYTES_PER_BLOCK = 32 + 4 + 4      # int8 codes, then d and s as fp32
+Q8_BYTES_PER_BLOCK = 32 + 4 + 4      # a linear input's 8-bit copy: codes, then d and s
 
 # step(n, pos0, all_logits): one op for a batch of n tokens at positions pos0..
 Step = Callable[[int, int, bool], None]
@@ -60,7 +57,8 @@ class NumbaBackend:
         for op in plan.ops:
             if op.kind in ("linear", "embed"):
                 name = op.weights[0]
-                kept = KERNEL_TYPES if op.kind == "linear" else EMBED_TYPES
+                # embedding tables of other types are converted to Q8_0 as well
+                kept = KERNEL_TYPES if op.kind == "linear" else kernels.EMBED_TYPES
                 if weights[name].ggml_type not in kept:
                     converted.add(name)
         vectors = {w for op in plan.ops for w in op.weights if len(weights[w].shape) == 1}
@@ -85,9 +83,10 @@ class NumbaBackend:
         self._tokens[:n] = tokens
         if self._tokens[:n].min() < 0 or self._tokens[:n].max() >= self._vocab_rows:
             raise ValueError("token id outside the vocabulary")
-        if self.threads is not None:
-            # per calling thread in numba, so set where the kernels are called from
-            numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+        # numba keeps the count per calling thread: set it where the kernels are called
+        # from, every time (None: all numba started, its default)
+        numba.set_num_threads(min(self.threads or numba.config.NUMBA_NUM_THREADS,
+                                  numba.config.NUMBA_NUM_THREADS))
         for step in self._steps:
             step(n, pos0, all_logits)
         logits = self.buffers[self.plan.logits]
@@ -145,8 +144,9 @@ class NumbaBackend:
     def _embed(self, op: Op) -> Step:
         name = op.weights[0]
         info = self.gguf.tensors[name]
-        if info.ggml_type in EMBED_TYPES:
-            ggml_type, table = int(info.ggml_type), self.gguf.tensor_bytes(name).reshape(info.shape[0], -1)
+        if info.ggml_type in kernels.EMBED_TYPES:
+            ggml_type = int(info.ggml_type)
+            table = self.gguf.tensor_bytes(name).reshape(info.shape[0], -1)
         else:
             ggml_type, table = self._matrix(name)
         if info.shape[1] != self.plan.widths[op.out]:
@@ -193,7 +193,8 @@ class NumbaBackend:
         k_cache, v_cache = self.k_cache[a["layer"]], self.v_cache[a["layer"]]
         heads, head_dim, scale = int(a["heads"]), int(a["head_dim"]), float(a["scale"])
         window, out = int(a["window"] or 0), self.buffers[op.out]
-        if heads % a["kv_heads"] or k.shape[1] != k_cache.shape[1] or q.shape[1] != heads * head_dim:
+        if (heads % a["kv_heads"] or k.shape[1] != k_cache.shape[1]
+                or q.shape[1] != heads * head_dim):
             raise LilaError(f"attention of layer {a['layer']} does not match its buffers")
         return lambda n, pos0, all_logits: kernels.attention(q, k, v, n, pos0, k_cache, v_cache,
                                                              heads, head_dim, scale, window, out)

@@ -10,25 +10,30 @@ two backends agree closely:
     in a block, its product with x ~= d * qs is scale * (d * sum(code * qs)) + offset * s;
   - the KV cache is fp16, kept as uint16 bits (numba has no float16 on the CPU).
 
-How the code is shaped by numba:
+How the code is shaped by numba (each point measured, on x86-64 with AVX2):
   - numba leaves LLVM's SLP vectorizer off, so a loop with a constant trip count of 16
     or 32 is unrolled into scalar code; the block loops therefore run a count LLVM
     cannot fold (`_lanes`), which the loop vectorizer does vectorize;
   - numba checks every signed index for wrap-around (a negative index counts from the
     end), which keeps LLVM from vectorizing; the hot loops index with uint64 (`_u64`),
-    which has no such check. (Mixing uint64 and int64 makes float64 in numba: offsets
-    there are uint64 throughout.)
-  - calls between kernels are not inlined by LLVM, so the per-block helpers are
-    inlined by numba (inline="always");
+    which has no such check (2x). Mixing uint64 and int64 makes float64 in numba, so
+    offsets there are uint64 throughout;
+  - calls between kernels are not inlined by LLVM (and pass every array as seven
+    words), so the per-block helpers are inlined by numba (inline="always") and each
+    weight type has its own loop over rows;
   - a kernel taking another kernel as an argument is never found in numba's on-disk
-    cache, so weight types are told apart by a branch on the type id per row;
+    cache, so weight types are told apart by a branch on the type id, per tile of rows;
+  - compile time: a jitted function compiles the code of everything it calls again, and
+    a parallel one twice more. So there are two parallel kernels (_matmul, attention),
+    each calling serial ones, and matmul's choice of path is made in Python;
   - arguments keep one type each (int64 sizes, float64 scalars, C-contiguous arrays,
     weights read-only), so each kernel is compiled once and then cached on disk.
 
 Matrix products have two paths. A few tokens (decode) take the GEMV: each weight block
-is decoded in registers straight into its integer dot, one per type. More tokens take
-the GEMM: each weight row is decoded once to int16 codes (the same decoders as the
-embedding lookup), then multiplied by the tokens four at a time.
+is decoded in registers straight into its integer dot. More tokens take the GEMM: each
+weight row is decoded once to int16 codes (by the decoders of the embedding lookup),
+then multiplied by the tokens four at a time. Both combine a block's integer dot into
+fp32 by the same expression, so a token's result does not depend on its batch.
 """
 from __future__ import annotations
 
@@ -37,13 +42,21 @@ import math
 import numpy as np
 from numba import njit, prange
 
-# GGML type ids (lila_kernels.h).
-F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K = 0, 1, 2, 3, 6, 8, 12, 14
+from lila.executor.weights import KERNEL_TYPES
+from lila.formats.quants import GGMLType
+
+# GGML type ids, as the kernels' branches compare them.
+F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K = (int(t) for t in (
+    GGMLType.F32, GGMLType.F16, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q8_0,
+    GGMLType.Q4_K, GGMLType.Q6_K))
+MATMUL_TYPES = frozenset(int(t) for t in KERNEL_TYPES)
+EMBED_TYPES = (F32, F16, *sorted(MATMUL_TYPES))
 
 # From this many tokens on, decoding each weight row once and multiplying it by all
 # tokens (GEMM) beats decoding it again for each token (GEMV).
 GEMM_MIN_TOKENS = 4
-_GEMV_TILE = 16
+# Weight rows per parallel task.
+_ROW_TILE = 16
 
 _F16_SUBNORMAL_UNIT = np.float32(2.0 ** -24)
 _F32_FROM_F16_EXPONENT = (127 - 15) << 23
@@ -63,7 +76,7 @@ _parallel_kernel = njit(cache=True, nogil=True, parallel=True)
 _inline = njit(cache=True, nogil=True, inline="always")
 
 
-# --- fp16 --------------------------------------------------------------------------------
+# --- fp16 -------------------------------------------------------------------------------------
 
 @_inline
 def f16_to_f32(h: int) -> np.float32:
@@ -128,7 +141,7 @@ def _k_scale_min(row, packed: np.uint64, j: np.uint64) -> tuple[int, int]:
     return scale, minimum
 
 
-# --- per-block integer dots with q8 activations (the GEMV) -------------------------------------
+# --- per-block integer dots with q8 activations (the GEMV) ------------------------------------
 # Each returns sum(code[i] * xq[x0 + i]) over one block's codes, read from the weight row
 # at `start`, as an int32. Products are formed in int16 and summed in int32, the widths
 # the vector instructions have.
@@ -146,22 +159,26 @@ def _nibble_pair_dot(row, start, xq, x0, half) -> np.int32:
 
 
 @_inline
+def _nibble_sums(row, start, xq, x0, lanes) -> tuple[np.int32, np.int32]:
+    """Two sub-blocks in 32 bytes: the low nibbles are the first's codes, the high nibbles
+    the second's (Q4_K); a sum for each, as each has its scale. (For Q4_0's single block
+    two sums cost a third more than _nibble_pair_dot's one; for Q4_K two sub-blocks per
+    pass over the bytes gain a fifth.)"""
+    low = high = np.int32(0)
+    for i in range(lanes):
+        byte = np.int16(row[start + i])
+        low = np.int32(low + np.int32((byte & 0xF) * np.int16(xq[x0 + i])))
+        high = np.int32(high + np.int32((byte >> 4) * np.int16(xq[x0 + lanes + i])))
+    return low, high
+
+
+@_inline
 def _bit_dot(bits: int, xq, x0, lanes) -> np.int32:
     """Codes are the bits of `bits`, bit i for element i (the fifth bits of Q5_0)."""
     isum = np.int32(0)
     word = np.int32(bits)
     for i in range(lanes):
         isum = np.int32(isum + np.int32(((word >> np.int32(i)) & 1) * np.int16(xq[x0 + i])))
-    return isum
-
-
-@_inline
-def _nibble_dot(row, start, shift: int, xq, x0, lanes) -> np.int32:
-    """Codes are nibble shift / 4 of each of 32 bytes (a Q4_K sub-block)."""
-    isum = np.int32(0)
-    for i in range(lanes):
-        isum = np.int32(isum + np.int32(((np.int16(row[start + i]) >> shift) & 0xF)
-                                        * np.int16(xq[x0 + i])))
     return isum
 
 
@@ -186,7 +203,7 @@ def _q6_k_dot(row, low, low_shift: int, high, high_shift: int, xq, x0, count) ->
     return isum
 
 
-# --- weight rows times one token's q8 row (the GEMV) ------------------------------------------------
+# --- weight rows times one token's q8 row (the GEMV) ------------------------------------------
 # One function per type, over rows lo <= r < hi: a loop over rows calling a per-row
 # function through the type's branch costs a third more.
 
@@ -227,7 +244,8 @@ def _gemv_q4_1(w, lo, hi, xd, xs, xq, bias, out) -> None:
         for b in range(_u64(xd.size)):
             base = b * _u64(20)
             isum = _nibble_pair_dot(row, base + _u64(4), xq, b * _BLOCK, half)
-            acc += _block_product(_f16_at(row, base), _f16_at(row, base + _u64(2)), isum, xd[b], xs[b])
+            d, m = _f16_at(row, base), _f16_at(row, base + _u64(2))
+            acc += _block_product(d, m, isum, xd[b], xs[b])
         _store(out, bias, r, acc)
 
 
@@ -262,21 +280,21 @@ def _gemv_q8_0(w, lo, hi, xd, xs, xq, bias, out) -> None:
 @_kernel
 def _gemv_q4_k(w, lo, hi, xd, xs, xq, bias, out) -> None:
     # super-blocks of 256: d, dmin (f16), 12 bytes of 6-bit scales and mins, 128 bytes in
-    # which sub-block 2c + k (32 elements) is nibble k of bytes [32c, 32c + 32);
-    # weight = d * scale_j * code - dmin * min_j
+    # which sub-blocks 2c and 2c + 1 (32 elements each) are the low and high nibbles of
+    # bytes [32c, 32c + 32); weight = d * scale_j * code - dmin * min_j
     lanes = _lanes(xq, 32)
     for r in range(lo, hi):
         row, acc = w[r], _ZERO
         for sb in range(_u64(xd.size // 8)):
             base = sb * _u64(144)
             d, dmin = _f16_at(row, base), _f16_at(row, base + _u64(2))
-            for j in range(_u64(8)):
-                scale, minimum = _k_scale_min(row, base + _u64(4), j)
-                b = sb * _u64(8) + j
-                nibbles = base + _u64(16) + (j >> _u64(1)) * _BLOCK
-                isum = _nibble_dot(row, nibbles, 4 * np.int64(j & _u64(1)), xq, b * _BLOCK, lanes)
-                acc += _block_product(d * np.float32(scale), -(dmin * np.float32(minimum)), isum,
-                                      xd[b], xs[b])
+            for c in range(_u64(4)):
+                b = sb * _u64(8) + _u64(2) * c
+                sums = _nibble_sums(row, base + _u64(16) + c * _BLOCK, xq, b * _BLOCK, lanes)
+                for k in range(_u64(2)):
+                    scale, minimum = _k_scale_min(row, base + _u64(4), _u64(2) * c + k)
+                    acc += _block_product(d * np.float32(scale), -(dmin * np.float32(minimum)),
+                                          sums[k], xd[b + k], xs[b + k])
         _store(out, bias, r, acc)
 
 
@@ -299,19 +317,21 @@ def _gemv_q6_k(w, lo, hi, xd, xs, xq, bias, out) -> None:
                     high = base + _u64(128) + _BLOCK * h
                     low_shift, high_shift = 4 * np.int64(k >> _u64(1)), 2 * np.int64(k)
                     isum = np.int32(0)
+                    scales = base + _u64(192) + _u64(8) * h + _u64(2) * k
                     for part in range(_u64(2)):
                         first = half * part
-                        scale = np.int32(np.int8(row[base + _u64(192) + _u64(8) * h + _u64(2) * k + part]))
-                        isum += scale * _q6_k_dot(row, low + first, low_shift, high + first, high_shift,
-                                                  xq, b * _BLOCK + first, half)
+                        scale = np.int32(np.int8(row[scales + part]))
+                        isum += scale * _q6_k_dot(row, low + first, low_shift, high + first,
+                                                  high_shift, xq, b * _BLOCK + first, half)
                     acc += _block_product(d, _ZERO, isum, xd[b], xs[b])
         _store(out, bias, r, acc)
 
 
-@_kernel
+@_inline
 def _gemv_rows(wtype: int, w, lo: int, hi: int, xd, xs, xq, bias, out) -> None:
-    """out[r] = W[r] . X (+ bias[r]) for rows lo <= r < hi of wtype blocks, X one token's
-    q8 row."""
+    """out[r] = W[r] . X (+ bias[r]) for rows lo <= r < hi of wtype blocks (one of
+    MATMUL_TYPES), X one token's q8 row. (No error for other types: a raise would keep
+    the parallel loop it is inlined in from running in parallel.)"""
     start, stop = _u64(lo), _u64(hi)
     if wtype == Q4_0:
         _gemv_q4_0(w, start, stop, xd, xs, xq, bias, out)
@@ -325,11 +345,9 @@ def _gemv_rows(wtype: int, w, lo: int, hi: int, xd, xs, xq, bias, out) -> None:
         _gemv_q4_k(w, start, stop, xd, xs, xq, bias, out)
     elif wtype == Q6_K:
         _gemv_q6_k(w, start, stop, xd, xs, xq, bias, out)
-    else:
-        raise ValueError("no numba kernel for this weight type")
 
 
-# --- weight rows -> codes, scales and offsets (the GEMM and the embedding lookup) -----------------
+# --- weight rows -> codes, scales and offsets (the GEMM and the embedding lookup) -------------
 # Each decoder fills, for one row of blocks, weight[i] = scale[i // 32] * q[i] + offset[i // 32]
 # with q int16.
 
@@ -413,18 +431,20 @@ def _decode_q6_k(row, q, scale, offset) -> None:
                 low = base + _u64(64) * h + _BLOCK * (k & _u64(1))
                 high = base + _u64(128) + _BLOCK * h
                 low_shift, high_shift = 4 * np.int64(k >> _u64(1)), 2 * np.int64(k)
+                scales = base + _u64(192) + _u64(8) * h + _u64(2) * k
                 for part in range(_u64(2)):
                     first = half * part
-                    sixteen = np.int16(np.int8(row[base + _u64(192) + _u64(8) * h + _u64(2) * k + part]))
+                    sixteen = np.int16(np.int8(row[scales + part]))
                     for i in range(half):
                         code = (((np.int16(row[low + first + i]) >> low_shift) & 0xF)
                                 | (((np.int16(row[high + first + i]) >> high_shift) & 3) << 4)) - 32
                         q[b * _BLOCK + first + i] = code * sixteen
 
 
-@_kernel
+@_inline
 def decode_row(wtype: int, row, q, scale, offset) -> None:
-    """One row of wtype blocks -> weight[i] = scale[i // 32] * q[i] + offset[i // 32]."""
+    """One row of wtype blocks (one of MATMUL_TYPES) -> weight[i] = scale[i // 32] * q[i]
+    + offset[i // 32]."""
     if wtype == Q4_0:
         _decode_q4_0(row, q, scale, offset)
     elif wtype == Q4_1:
@@ -437,11 +457,9 @@ def decode_row(wtype: int, row, q, scale, offset) -> None:
         _decode_q4_k(row, q, scale, offset)
     elif wtype == Q6_K:
         _decode_q6_k(row, q, scale, offset)
-    else:
-        raise ValueError("no numba kernel for this weight type")
 
 
-# --- activations --------------------------------------------------------------------------------
+# --- activations ------------------------------------------------------------------------------
 
 @_kernel
 def quantize_q8(x, n: int, d, s, qs) -> None:
@@ -463,19 +481,7 @@ def quantize_q8(x, n: int, d, s, qs) -> None:
             s[t, b] = scale * np.float32(total)
 
 
-# --- weight x activation products ------------------------------------------------------------------
-
-@_parallel_kernel
-def _gemv(wtype: int, w, xd, xs, xq, first: int, count: int, bias, out) -> None:
-    rows = w.shape[0]
-    # tiles of rows, each a call: a parallel loop's own iterations cost more than a call's
-    tiles = (rows + _GEMV_TILE - 1) // _GEMV_TILE
-    for t in range(first, first + count):
-        token_d, token_s, token_q, token_out = xd[t], xs[t], xq[t], out[t]
-        for tile in prange(tiles):
-            _gemv_rows(wtype, w, tile * _GEMV_TILE, min(rows, (tile + 1) * _GEMV_TILE),
-                       token_d, token_s, token_q, bias, token_out)
-
+# --- weight x activation products -------------------------------------------------------------
 
 @_inline
 def _codes_dot4(q, start, x0, x1, x2, x3, lanes) -> tuple[np.int32, np.int32, np.int32, np.int32]:
@@ -491,50 +497,85 @@ def _codes_dot4(q, start, x0, x1, x2, x3, lanes) -> tuple[np.int32, np.int32, np
     return s0, s1, s2, s3
 
 
-@_parallel_kernel
-def _gemm(wtype: int, w, xd, xs, xq, first: int, count: int, bias, out) -> None:
-    width, blocks = xq.shape[1], xd.shape[1]
-    # The tokens in groups of four (the last one padded with zero tokens); codes as int16,
-    # as int16 x int16 products are what vectorizes.
-    padded = (count + 3) // 4 * 4
-    tokens_q = np.zeros((padded, width), np.int16)
-    tokens_d, tokens_s = np.zeros((padded, blocks), np.float32), np.zeros((padded, blocks), np.float32)
-    tokens_q[:count] = xq[first:first + count]
-    tokens_d[:count], tokens_s[:count] = xd[first:first + count], xs[first:first + count]
-    lanes = _lanes(xq, 32)
-    for r in prange(w.shape[0]):
-        q = np.empty(width, np.int16)
-        scale, offset = np.empty(blocks, np.float32), np.empty(blocks, np.float32)
-        acc = np.zeros(padded, np.float32)
+@_kernel
+def _gemm_rows(wtype: int, w, lo: int, hi: int, tokens_d, tokens_s, tokens_q, first: int,
+               count: int, bias, out) -> None:
+    """out[first + t, r] = W[r] . X[t] (+ bias[r]) for rows lo <= r < hi, t < count, the
+    tokens as _gemm_tokens lays them out."""
+    padded, width = tokens_q.shape
+    blocks, lanes = width // 32, _lanes(tokens_q, 32)
+    q = np.empty(width, np.int16)
+    scale, offset = np.empty(blocks, np.float32), np.empty(blocks, np.float32)
+    acc = np.empty(padded, np.float32)
+    for r in range(lo, hi):
         decode_row(wtype, w[r], q, scale, offset)
+        acc[:] = 0
         for t in range(0, padded, 4):
             rows_d, rows_s = tokens_d[t:t + 4], tokens_s[t:t + 4]
             for b in range(_u64(blocks)):
                 sums = _codes_dot4(q, b * _BLOCK, tokens_q[t], tokens_q[t + 1], tokens_q[t + 2],
                                    tokens_q[t + 3], lanes)
                 for j in range(4):
-                    acc[t + j] += _block_product(scale[b], offset[b], sums[j], rows_d[j, b], rows_s[j, b])
+                    acc[t + j] += _block_product(scale[b], offset[b], sums[j], rows_d[j, b],
+                                                 rows_s[j, b])
         for t in range(count):
             out[first + t, r] = acc[t] + bias[r] if bias.size else acc[t]
 
 
 @_kernel
-def matmul(wtype: int, w, xd, xs, xq, first: int, count: int, bias, out) -> None:
+def _gemm_tokens(xd, xs, xq, first: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The GEMM's copy of tokens first.. first + count: in groups of four, the last padded
+    with zero tokens; codes as int16, as int16 x int16 products are what vectorizes."""
+    padded = (count + 3) // 4 * 4
+    tokens_q = np.zeros((padded, xq.shape[1]), np.int16)
+    tokens_d = np.zeros((padded, xd.shape[1]), np.float32)
+    tokens_s = np.zeros((padded, xd.shape[1]), np.float32)
+    for t in range(count):
+        for k in range(xq.shape[1]):
+            tokens_q[t, k] = xq[first + t, k]
+        for b in range(xd.shape[1]):
+            tokens_d[t, b], tokens_s[t, b] = xd[first + t, b], xs[first + t, b]
+    return tokens_d, tokens_s, tokens_q
+
+
+@_parallel_kernel
+def _matmul(wtype: int, w, xd, xs, xq, first: int, count: int, tokens_d, tokens_s, tokens_q,
+            bias, out) -> None:
+    # One parallel kernel for both paths (each costs seconds to compile); the GEMM's when
+    # tokens_q holds the tokens (_gemm_tokens), else the GEMV's.
+    rows = w.shape[0]
+    for tile in prange((rows + _ROW_TILE - 1) // _ROW_TILE):
+        lo, hi = tile * _ROW_TILE, min(rows, (tile + 1) * _ROW_TILE)
+        if tokens_q.shape[0]:
+            _gemm_rows(wtype, w, lo, hi, tokens_d, tokens_s, tokens_q, first, count, bias, out)
+        else:
+            for t in range(first, first + count):
+                _gemv_rows(wtype, w, lo, hi, xd[t], xs[t], xq[t], bias, out[t])
+
+
+_NO_TOKENS = (np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32),
+              np.zeros((0, 0), np.int16))
+
+
+def matmul(wtype: int, w: np.ndarray, xd: np.ndarray, xs: np.ndarray, xq: np.ndarray,
+           first: int, count: int, bias: np.ndarray, out: np.ndarray) -> None:
     """out[t, r] = sum_k W[r, k] * X[t, k] (+ bias[r]) for tokens first <= t < first + count,
     in parallel over the weight's rows. w: (rows, row bytes) blocks of wtype; xd, xs, xq:
     the tokens' q8 activations (quantize_q8); bias: empty for none."""
-    if count >= GEMM_MIN_TOKENS:
-        _gemm(wtype, w, xd, xs, xq, first, count, bias, out)
-    else:
-        _gemv(wtype, w, xd, xs, xq, first, count, bias, out)
+    if wtype not in MATMUL_TYPES:
+        raise ValueError(f"no numba kernel for weight type {wtype}")
+    tokens = _gemm_tokens(xd, xs, xq, first, count) if count >= GEMM_MIN_TOKENS else _NO_TOKENS
+    _matmul(wtype, w, xd, xs, xq, first, count, *tokens, bias, out)
 
 
-# --- embedding -------------------------------------------------------------------------------------
+# --- embedding --------------------------------------------------------------------------------
 
 @_kernel
 def embed(wtype: int, table, tokens, n: int, scale: float, out) -> None:
     """out[t] = (row tokens[t] of table, dequantized) * scale, t < n. table: (rows, row
-    bytes) of F32, F16 or a type decode_row reads."""
+    bytes) of one of EMBED_TYPES."""
+    if wtype not in EMBED_TYPES:
+        raise ValueError("no numba embedding lookup for this type")
     width = out.shape[1]
     q = np.empty(width, np.int16)
     block_scale, block_offset = np.empty(width // 32, np.float32), np.empty(width // 32, np.float32)
@@ -555,7 +596,7 @@ def embed(wtype: int, table, tokens, n: int, scale: float, out) -> None:
                 out[t, i] = value * factor
 
 
-# --- row ops ---------------------------------------------------------------------------------------
+# --- row ops ----------------------------------------------------------------------------------
 
 @_kernel
 def rmsnorm(x, n: int, weight, eps: float, heads: int, out) -> None:
@@ -620,7 +661,7 @@ def add(a, b, n: int, out) -> None:
             out[t, i] = a[t, i] + b[t, i]
 
 
-# --- attention -------------------------------------------------------------------------------------
+# --- attention --------------------------------------------------------------------------------
 
 @_kernel
 def store_f16(x, n: int, cache, pos0: int) -> None:
@@ -628,6 +669,50 @@ def store_f16(x, n: int, cache, pos0: int) -> None:
     for t in range(n):
         for i in range(x.shape[1]):
             cache[pos0 + t, i] = f32_to_f16(x[t, i])
+
+
+@_inline
+def _f16_row(cached, start: int, row) -> None:
+    """row[:] = the fp16 values cached[start:start + row.size] as float32."""
+    offset = _u64(start)
+    for i in range(_u64(row.size)):
+        row[i] = f16_to_f32(np.int64(cached[offset + i]))
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _attend(q, k_cache, v_cache, t: int, kv: int, position: int, group: int, head_dim: int,
+            scale: float, window: int, out) -> None:
+    """out[t] for the query heads of kv head kv at `position`, over the cached rows.
+    (fastmath reassoc: LLVM may then split the fp32 dot products into vector lanes.)"""
+    first = max(0, position + 1 - window) if window > 0 else 0
+    count = position + 1 - first
+    factor = np.float32(scale)
+    scores = np.empty((group, count), np.float32)
+    row = np.empty(head_dim, np.float32)
+    queries = q[t, kv * group * head_dim:(kv + 1) * group * head_dim].reshape(group, head_dim)
+    # each cached row is converted from fp16 once for all the query heads that share it
+    for j in range(count):
+        _f16_row(k_cache[first + j], kv * head_dim, row)
+        for g in range(group):
+            dot = _ZERO
+            for i in range(head_dim):
+                dot += queries[g, i] * row[i]
+            scores[g, j] = dot * factor
+    outputs = out[t, kv * group * head_dim:(kv + 1) * group * head_dim].reshape(group, head_dim)
+    outputs[:] = 0.0
+    for g in range(group):
+        peak = scores[g].max()
+        total = _ZERO
+        for j in range(count):
+            scores[g, j] = np.exp(scores[g, j] - peak)
+            total += scores[g, j]
+        scores[g] /= total
+    for j in range(count):
+        _f16_row(v_cache[first + j], kv * head_dim, row)
+        for g in range(group):
+            p = scores[g, j]
+            for i in range(head_dim):
+                outputs[g, i] += p * row[i]
 
 
 @_parallel_kernel
@@ -641,40 +726,7 @@ def attention(q, k, v, n: int, pos0: int, k_cache, v_cache, heads: int, head_dim
     store_f16(k, n, k_cache, pos0)
     store_f16(v, n, v_cache, pos0)
     kv_heads = k_cache.shape[1] // head_dim
-    group = heads // kv_heads
-    factor = np.float32(scale)
-    # One task per (token, kv head): each cached row is converted from fp16 once for
-    # all the query heads that share it.
     for task in prange(n * kv_heads):
         t, kv = task // kv_heads, task % kv_heads
-        position = pos0 + t
-        first = max(0, position + 1 - window) if window > 0 else 0
-        count = position + 1 - first
-        scores = np.empty((group, count), np.float32)
-        row = np.empty(head_dim, np.float32)
-        for j in range(count):
-            for i in range(head_dim):
-                row[i] = f16_to_f32(k_cache[first + j, kv * head_dim + i])
-            for g in range(group):
-                base = (kv * group + g) * head_dim
-                dot = _ZERO
-                for i in range(head_dim):
-                    dot += q[t, base + i] * row[i]
-                scores[g, j] = dot * factor
-        for g in range(group):
-            peak = scores[g].max()
-            total = _ZERO
-            for j in range(count):
-                scores[g, j] = np.exp(scores[g, j] - peak)
-                total += scores[g, j]
-            scores[g] /= total
-            base = (kv * group + g) * head_dim
-            out[t, base:base + head_dim] = 0.0
-        for j in range(count):
-            for i in range(head_dim):
-                row[i] = f16_to_f32(v_cache[first + j, kv * head_dim + i])
-            for g in range(group):
-                base = (kv * group + g) * head_dim
-                p = scores[g, j]
-                for i in range(head_dim):
-                    out[t, base + i] += p * row[i]
+        _attend(q, k_cache, v_cache, t, kv, pos0 + t, heads // kv_heads, head_dim, scale,
+                window, out)

@@ -14,7 +14,8 @@
  * an 8-lane accumulator, one per row (GEMV: 8 rows at a time, then 4, 2, 1), or per row
  * and column (GEMM: 2 rows x 4 columns, the rows' |w| and scales serving the 4 columns,
  * a column's quants loaded once for both rows, the rows' signs read again from L1).
- * Loops, registers and stores otherwise as matmul_avx2.inc.
+ * Loops, registers, software prefetch (the 8-row passes) and stores otherwise as
+ * matmul_avx2.inc.
  */
         .set    OWN_GEMV_PASS, 1
         .set    OWN_GEMM_TILE, 1
@@ -92,29 +93,8 @@ CONST32_4 .Lones16, 0x00010001
         vfmadd231ps VD, VT, \acc
 .endm
 
-.macro GEMV_PASS n
-        movq    W, P
-        subq    RB, P
-        leaq    (P,RB,4), P2
-        movq    X_SAVED, XP
-        movq    NB, CNT
-.if \n == 8
-        PF_START
-.endif
-        vxorps  %ymm0, %ymm0, %ymm0
-.if \n >= 2
-        vxorps  %ymm1, %ymm1, %ymm1
-.endif
-.if \n >= 4
-        vxorps  %ymm2, %ymm2, %ymm2
-        vxorps  %ymm3, %ymm3, %ymm3
-.endif
-.if \n == 8
-        vxorps  %ymm4, %ymm4, %ymm4
-        vxorps  %ymm5, %ymm5, %ymm5
-        vxorps  %ymm6, %ymm6, %ymm6
-        vxorps  %ymm7, %ymm7, %ymm7
-.endif
+/* the blocks of a pass of n rows; pf: with the prefetches (n = 8, matmul_avx2.inc) */
+.macro GEMV_LOOP n, pf
         .p2align 4
 1:
         vmovdqu Q8_QS(XP), VX
@@ -132,13 +112,47 @@ CONST32_4 .Lones16, 0x00010001
         ROW8    ROW5, %ymm5
         ROW8    ROW6, %ymm6
         ROW8    ROW7, %ymm7
+.if \pf
         PF_STEP (8 * BLOCK_BYTES)
+.endif
 .endif
         addq    $BLOCK_BYTES, P
         addq    $BLOCK_BYTES, P2
         addq    $Q8_BYTES, XP
         decq    CNT
         jnz     1b
+.endm
+
+.macro GEMV_PASS n
+        movq    W, P
+        subq    RB, P
+        leaq    (P,RB,4), P2
+        movq    X_SAVED, XP
+        movq    NB, CNT
+        vxorps  %ymm0, %ymm0, %ymm0
+.if \n >= 2
+        vxorps  %ymm1, %ymm1, %ymm1
+.endif
+.if \n >= 4
+        vxorps  %ymm2, %ymm2, %ymm2
+        vxorps  %ymm3, %ymm3, %ymm3
+.endif
+.if \n == 8
+        vxorps  %ymm4, %ymm4, %ymm4
+        vxorps  %ymm5, %ymm5, %ymm5
+        vxorps  %ymm6, %ymm6, %ymm6
+        vxorps  %ymm7, %ymm7, %ymm7
+        cmpq    $PF_MAX_ROW, RB
+        jae     3f
+        PF_START
+        GEMV_LOOP 8, 1
+        jmp     4f
+3:
+        GEMV_LOOP 8, 0                  /* long rows: no prefetches */
+4:
+.else
+        GEMV_LOOP \n, 0
+.endif
 .if \n == 8
         HSUM8
         vmovups %ymm0, (OUT)
