@@ -32,4 +32,4 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info lila/native/liblila.so lila/native/liblila.cdef
+	rm -rf $(VENV) build *.egg-info lila/native/liblila.so lila/native/_ffi.py

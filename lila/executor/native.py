@@ -130,7 +130,7 @@ class _Compiler:
         self.ropes: list[tuple] = []
         self.used: set = set()
         self.k_cache = [np.zeros((n_ctx, kv.n_kv_heads * kv.head_dim), np.uint16) for kv in plan.kv]
-        self.v_cache = [np.zeros_like(k) for k in self.k_cache]
+        self.v_cache = [np.zeros(k.shape, k.dtype) for k in self.k_cache]   # calloc: no memset
 
     # -- pointers -------------------------------------------------------------------
 

@@ -13,11 +13,10 @@ from pathlib import Path
 class Native:
     """The cffi handle (ffi) and the loaded library (lib)."""
 
-    def __init__(self, path: Path, cdef: str):
-        import cffi
-        self.ffi = cffi.FFI()
-        self.ffi.cdef(cdef)
-        self.lib = self.ffi.dlopen(str(path))
+    def __init__(self, path: Path):
+        from lila.native._ffi import ffi
+        self.ffi = ffi
+        self.lib = ffi.dlopen(str(path))
         self.path = path
 
     def kernels(self, family: str):
@@ -49,12 +48,12 @@ class Native:
 
 @lru_cache(maxsize=1)
 def _load() -> tuple[Native | None, str]:
-    from lila.native.build import CDEF, LIBRARY, PACKAGE_DIR
-    path, cdef = PACKAGE_DIR / LIBRARY, PACKAGE_DIR / CDEF
-    if not path.exists() or not cdef.exists():
+    from lila.native.build import FFI_MODULE, LIBRARY, PACKAGE_DIR
+    path = PACKAGE_DIR / LIBRARY
+    if not path.exists() or not (PACKAGE_DIR / f"{FFI_MODULE}.py").exists():
         return None, "native kernels not built (run `make setup` or `python -m lila.native.build`)"
     try:
-        return Native(path, cdef.read_text()), ""
+        return Native(path), ""
     except Exception as e:   # cffi reports a bad cdef or library with several types
         return None, f"native library did not load: {e}"
 
