@@ -10,7 +10,6 @@ named after the file it was downloaded as.
 """
 from __future__ import annotations
 
-import http.client
 import importlib
 import importlib.util
 import os
@@ -18,9 +17,7 @@ import re
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import TextIO
 
@@ -166,6 +163,9 @@ def _single_gguf(directory: Path) -> Path:
 def download(url: str, dest: Path, *, progress: TextIO | None = None) -> None:
     """Stream url into dest through dest.part, resuming a .part left by an interrupted
     download; dest appears only once the whole file is there and is a GGUF file."""
+    import http.client   # here, not at the top: every `lila run` imports this module
+    import urllib.error
+    import urllib.request
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": "lila"}

@@ -55,8 +55,11 @@ class Vocab:
     def merge_pairs(self) -> list[tuple[str, str]]:
         """The merges as (left, right). Cut at the first space after the first character,
         as llama.cpp does, so that a left token that is itself a space survives."""
-        cuts = ((m, m.find(" ", 1)) for m in self.merges)
-        return [(m[:i], m[i + 1:]) for m, i in cuts]
+        def cut(m: str) -> tuple[str, str]:
+            i = m.find(" ", 1)
+            return m[:i], m[i + 1:]
+        # str.split is the fast path for the usual merge, which does not start with a space
+        return [tuple(m.split(" ", 1)) if m[0] != " " else cut(m) for m in self.merges]
 
     def added_tokens(self) -> list[tuple[int, str, bool]]:
         """(id, text, special) of the tokens matched whole in the input text before the
