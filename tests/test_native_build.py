@@ -1,0 +1,34 @@
+"""Building the native library: warnings are errors, and a machine without a compiler
+gets one line and no library (Lila then runs on numba), never a failed install."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lila.native import build, library
+
+
+def run_build(tmp_path, **env):
+    import os
+    return subprocess.run([sys.executable, "-m", "lila.native.build", "--out", str(tmp_path)],
+                          capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+
+
+def test_without_a_compiler_the_build_says_so_in_one_line(tmp_path):
+    r = run_build(tmp_path, CC="no-such-compiler")
+    assert r.returncode == 0
+    assert r.stderr.strip().splitlines() == [
+        "lila: native kernels not built (no C compiler (no-such-compiler) found); "
+        "numba kernels will be used"]
+    assert not (tmp_path / build.LIBRARY).exists()
+
+
+@pytest.mark.skipif(build.ARCH_DIRS.get(__import__("platform").machine().lower()) != "x86_64",
+                    reason="the x86-64 kernels build on x86-64")
+def test_the_build_is_warning_free_and_loads(tmp_path):
+    r = run_build(tmp_path)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert (tmp_path / build.LIBRARY).exists() and (tmp_path / f"{build.FFI_MODULE}.py").exists()
+    assert library() is not None   # the one `make setup` built
