@@ -29,8 +29,6 @@ EMBED_TYPES = KERNEL_TYPES | {0, 1}   # F32, F16 rows are looked up directly
 class NativeBackend:
     """Runs a plan with the kernels of one family ("avx2", "avx512", "avx512-vnni")."""
 
-    name = "native"
-
     def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int,
                  family: str, threads: int):
         native = library()
@@ -90,6 +88,9 @@ class NativeBackend:
         if not 0 < n <= self.max_batch or pos0 < 0 or pos0 + n > self.n_ctx:
             raise ValueError(f"batch of {n} at position {pos0} does not fit "
                              f"(max batch {self.max_batch}, context {self.n_ctx})")
+        tokens = np.asarray(tokens, np.int64)
+        if tokens.min() < 0 or tokens.max() >= 1 << 31:   # would wrap in the int32 copy
+            raise ValueError("token id outside the vocabulary")
         self._tokens[:n] = tokens
         if self.native.lib.lila_forward(self._ctx, self._tokens_ptr, n, pos0, int(all_logits)) != 0:
             raise ValueError("token id outside the vocabulary")
