@@ -21,8 +21,7 @@ from lila.executor.weights import KERNEL_TYPES, matmul_weight
 from lila.formats.gguf import GGUFFile
 from lila.native import library
 
-Q8_BLOCK = 40        # sizeof(lila_q8)
-Q8_DTYPE = np.dtype([("d", "<f4"), ("s", "<f4"), ("qs", "i1", 32)])
+Q8_DTYPE = np.dtype([("d", "<f4"), ("s", "<f4"), ("qs", "i1", 32)])   # lila_q8
 EMBED_TYPES = KERNEL_TYPES | {0, 1}   # F32, F16 rows are looked up directly
 
 
@@ -77,8 +76,8 @@ class NativeBackend:
             "weights (mapped)": sum(info.nbytes for info in weights.values()),
             "weights (converted to Q8_0)": converted,
             "KV cache (fp16)": sum(2 * 2 * n_ctx * kv.n_kv_heads * kv.head_dim for kv in plan.kv),
-            # fp32 rows, and their quantized copies (40 bytes per 32 values)
-            "activations": sum(max_batch * width * 4 + max_batch * width // 32 * Q8_BLOCK
+            # fp32 rows, and their quantized copies (one lila_q8 per 32 values)
+            "activations": sum(max_batch * width * 4 + max_batch * width // 32 * Q8_DTYPE.itemsize
                                for width in plan.widths.values()),
         }
 
@@ -241,8 +240,7 @@ class _Compiler:
                 and self.types_of(group)[0] == self.types_of(group)[1]
                 and not self.readers(i + consumed, group[0].out)
                 and not self.readers(i + consumed, group[1].out)):
-            flags |= {"silu": self.lib_const("GLU_SILU"),
-                      "gelu_tanh": self.lib_const("GLU_GELU")}[nxt.attrs["activation"]]
+            flags |= self.glu_flag(nxt)
             parts[0]["out"], parts[0]["out_stride"] = self.fp32(nxt.out), widths[nxt.out]
             consumed += 1
         elif (len(group) == 1 and nxt is not None and nxt.kind == "add"
@@ -306,13 +304,13 @@ class _Compiler:
                            k_cache=self.ptr(self.k_cache[a["layer"]], "uint16_t *"),
                            v_cache=self.ptr(self.v_cache[a["layer"]], "uint16_t *"))
         if op.kind in ("glu", "add"):
-            flags = 0
-            if op.kind == "glu":
-                flags = self.lib_const("GLU_SILU" if op.attrs["activation"] == "silu" else "GLU_GELU")
-            return self.op(op.kind.upper(), flags=flags, in_=self.fp32(op.ins[0]),
+            return self.op(op.kind.upper(), flags=self.glu_flag(op) if op.kind == "glu" else 0, in_=self.fp32(op.ins[0]),
                            in_stride=w[op.ins[0]], in2=self.fp32(op.ins[1]), in2_stride=w[op.ins[1]],
                            out=self.fp32(op.out), out_stride=w[op.out], width=w[op.out])
         raise LilaError(f"the native backend cannot run op {op.kind!r}")
+
+    def glu_flag(self, glu: Op) -> int:
+        return self.lib_const({"silu": "GLU_SILU", "gelu_tanh": "GLU_GELU"}[glu.attrs["activation"]])
 
     def lib_const(self, name: str) -> int:
         return getattr(library().lib, "LILA_" + name)
@@ -337,8 +335,9 @@ class _Compiler:
             if flags & c("ACCUMULATE") or any(p["bias"] != self.ffi.NULL for p in parts):
                 used.add("add")
             return used
-        return {"EMBED": {f"embed[{GGMLType(wtype).name}]" if wtype is not None else ""},
-                "RMSNORM": {"rmsnorm"}, "RMSNORM_Q8": {"rmsnorm_q8"}, "QUANTIZE": {"quantize_q8"},
+        if kind == "EMBED":
+            return {f"embed[{GGMLType(wtype).name}]"}
+        return {"RMSNORM": {"rmsnorm"}, "RMSNORM_Q8": {"rmsnorm_q8"}, "QUANTIZE": {"quantize_q8"},
                 "ROPE": {"rope_neox" if flags & c("NEOX") else "rope_interleaved"},
                 "ATTENTION": {"to_f16", "attn_scores", "softmax", "attn_values"},
                 "GLU": {act}, "ADD": {"add"}}[kind]

@@ -308,14 +308,14 @@ static void compute_rope_tables(lila_ctx *ctx)
         const lila_rope_spec *spec = &ctx->prog.ropes[r];
         size_t half = (size_t)spec->rot_dim / 2;
         float *table = ctx->rope_tables + r * ctx->rope_stride;
-        for (size_t t = 0; t < ctx->n; t++) {
-            double pos = (double)(ctx->pos0 + t) * spec->scale;
-            float *row = table + t * (size_t)spec->rot_dim;
-            for (size_t j = 0; j < half; j++) {
-                double inv_freq = pow(spec->base, -2.0 * (double)j / spec->rot_dim);
-                if (spec->freq_factors) inv_freq /= spec->freq_factors[j];
-                row[j] = (float)cos(pos * inv_freq);
-                row[half + j] = (float)sin(pos * inv_freq);
+        for (size_t j = 0; j < half; j++) {   /* the frequency once, for every token */
+            double inv_freq = pow(spec->base, -2.0 * (double)j / spec->rot_dim);
+            if (spec->freq_factors) inv_freq /= spec->freq_factors[j];
+            for (size_t t = 0; t < ctx->n; t++) {
+                double angle = (double)(ctx->pos0 + t) * spec->scale * inv_freq;
+                float *row = table + t * (size_t)spec->rot_dim;
+                row[j] = (float)cos(angle);
+                row[half + j] = (float)sin(angle);
             }
         }
     }
