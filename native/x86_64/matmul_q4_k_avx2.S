@@ -52,6 +52,7 @@
 #define SC        %ymm13
 
 #include "matmul_k_avx2.inc"
+#include "matmul_k_prep.inc"
 
         .section .rodata.cst32, "aM", @progbits, 32
         .balign 32
@@ -80,18 +81,7 @@
 
 /* dx_0..7 and s_0..7 of the 8 blocks at %r8 to %r9 and %r9 + 32 */
 .macro K_PREP_SB
-        vmovsd  0(%r8), %xmm0                   /* d0 s0 */
-        vmovhps 40(%r8), %xmm0, %xmm0           /* d0 s0 d1 s1 */
-        vmovsd  80(%r8), %xmm1
-        vmovhps 120(%r8), %xmm1, %xmm1          /* d2 s2 d3 s3 */
-        vmovsd  160(%r8), %xmm2
-        vmovhps 200(%r8), %xmm2, %xmm2
-        vmovsd  240(%r8), %xmm3
-        vmovhps 280(%r8), %xmm3, %xmm3
-        vinsertf128 $1, %xmm2, %ymm0, %ymm0     /* d0 s0 d1 s1 | d4 s4 d5 s5 */
-        vinsertf128 $1, %xmm3, %ymm1, %ymm1     /* d2 s2 d3 s3 | d6 s6 d7 s7 */
-        vshufps $0x88, %ymm1, %ymm0, %ymm2
-        vshufps $0xdd, %ymm1, %ymm0, %ymm3
+        Q4K_GATHER_DS
         vmovaps %ymm2, 0(%r9)
         vmovaps %ymm3, 32(%r9)
 .endm

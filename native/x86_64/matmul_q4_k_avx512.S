@@ -46,6 +46,7 @@
 #define DMN       %zmm31
 
 #include "matmul_k_avx512.inc"
+#include "matmul_k_prep.inc"
 
         .section .rodata.cst64, "aM", @progbits, 64
         .balign 64
@@ -85,18 +86,7 @@
 
 /* [dx_0..3 dx_0..3 dx_4..7 dx_4..7], [s likewise] of the 8 blocks at %r8 to %r9 */
 .macro K_PREP_SB
-        vmovsd  0(%r8), %xmm0                   /* d0 s0 */
-        vmovhps 40(%r8), %xmm0, %xmm0           /* d0 s0 d1 s1 */
-        vmovsd  80(%r8), %xmm1
-        vmovhps 120(%r8), %xmm1, %xmm1          /* d2 s2 d3 s3 */
-        vmovsd  160(%r8), %xmm2
-        vmovhps 200(%r8), %xmm2, %xmm2
-        vmovsd  240(%r8), %xmm3
-        vmovhps 280(%r8), %xmm3, %xmm3
-        vinsertf128 $1, %xmm2, %ymm0, %ymm0     /* d0 s0 d1 s1 | d4 s4 d5 s5 */
-        vinsertf128 $1, %xmm3, %ymm1, %ymm1     /* d2 s2 d3 s3 | d6 s6 d7 s7 */
-        vshufps $0x88, %ymm1, %ymm0, %ymm2      /* dx_0..3 | dx_4..7 */
-        vshufps $0xdd, %ymm1, %ymm0, %ymm3      /* s likewise */
+        Q4K_GATHER_DS
         vshuff32x4 $0x50, %zmm2, %zmm2, %zmm2   /* 128-bit lanes 0 0 1 1 */
         vshuff32x4 $0x50, %zmm3, %zmm3, %zmm3
         vmovaps %zmm2, 0(%r9)

@@ -44,6 +44,7 @@
 #define DBC       %zmm30
 
 #include "matmul_k_avx512.inc"
+#include "matmul_k_prep.inc"
 
         .section .rodata.cst64, "aM", @progbits, 64
         .balign 64
@@ -90,27 +91,7 @@
         movl    %ecx, 32 + 4 * \g(%r9)
         movl    %ecx, 48 + 4 * \g(%r9)
         .endr
-        vmovdqa .Lq6k_ones8(%rip), %ymm15
-        vmovdqa .Lq6k_ones(%rip), %ymm14
-        .irp g, 0, 1, 2, 3, 4, 5, 6, 7
-        vpmaddubsw 8 + 40 * \g(%r8), %ymm15, %ymm\g
-        vpmaddwd %ymm14, %ymm\g, %ymm\g         /* sums of 4: [a a a a | b b b b] */
-        .endr
-        vpackssdw %ymm1, %ymm0, %ymm0
-        vpmaddwd %ymm14, %ymm0, %ymm0
-        vpackssdw %ymm3, %ymm2, %ymm2
-        vpmaddwd %ymm14, %ymm2, %ymm2
-        vpackssdw %ymm5, %ymm4, %ymm4
-        vpmaddwd %ymm14, %ymm4, %ymm4
-        vpackssdw %ymm7, %ymm6, %ymm6
-        vpmaddwd %ymm14, %ymm6, %ymm6
-        vpackssdw %ymm2, %ymm0, %ymm0
-        vpmaddwd %ymm14, %ymm0, %ymm0           /* X_0a..X_3a | X_0b..X_3b */
-        vpackssdw %ymm6, %ymm4, %ymm4
-        vpmaddwd %ymm14, %ymm4, %ymm4           /* X_4a..X_7a | X_4b..X_7b */
-        vpackssdw %ymm4, %ymm0, %ymm0           /* 0a..3a 4a..7a | 0b..3b 4b..7b */
-        vpermq  $0xd8, %ymm0, %ymm0             /* 0a..3a 0b..3b | 4a..7a 4b..7b */
-        vpshufb .Lq6k_ilv(%rip), %ymm0, %ymm0   /* 0a 0b 1a 1b .. */
+        Q6K_HALF_SUMS
         vmovdqa %ymm0, 64(%r9)
         vmovdqa %ymm0, 96(%r9)
 .endm
