@@ -19,7 +19,7 @@ from lila.native import library
 
 # The layout of lila_q8 (native/include/lila_kernels.h).
 Q8 = np.dtype([("d", "<f4"), ("s", "<f4"), ("qs", "i1", 32)])
-NATIVE_FAMILIES = ("avx2", "avx512", "avx512-vnni")
+NATIVE_FAMILIES = ("avx2", "avx512", "avx512-vnni", "neon", "neon-dotprod")
 
 
 def runnable_families() -> list[str]:

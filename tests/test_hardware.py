@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import struct
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,22 @@ def cpu(arch: str = "x86_64", *features: str) -> CpuInfo:
 def test_flags_agree_with_proc_cpuinfo():
     text = Path("/proc/cpuinfo").read_text()
     line = next(l for l in text.splitlines() if l.split(":")[0].strip() in ("flags", "Features"))
+    if normalize_arch(platform.machine()) == "aarch64" and line.startswith("flags"):
+        pytest.skip("qemu-user shows the host's /proc/cpuinfo (the hwcaps are checked in "
+                    "tests/arm64/run.py against the emulated CPU)")
     assert detect().features == frozenset(line.split(":", 1)[1].split())
+
+
+def test_arm64_hwcaps_decode_as_linux_names(tmp_path):
+    from lila.hardware.arm64 import AT_HWCAP, AT_HWCAP2, hwcap_features
+    auxv = tmp_path / "auxv"
+    pairs = [(6, 4096), (AT_HWCAP, 1 << 0 | 1 << 1 | 1 << 20 | 1 << 22), (AT_HWCAP2, 1 << 13),
+             (0, 0), (AT_HWCAP, 0)]   # nothing after AT_NULL counts
+    auxv.write_bytes(b"".join(struct.pack("=QQ", *pair) for pair in pairs))
+    assert hwcap_features(auxv) == {"fp", "asimd", "asimddp", "sve", "i8mm"}
+    auxv.write_bytes(struct.pack("=QQ", AT_HWCAP, 0b11))    # a Cortex-A72: no dotprod
+    assert hwcap_features(auxv) == {"fp", "asimd"}
+    assert hwcap_features(tmp_path / "missing") is None
 
 
 def test_detected_counts_are_sane():
@@ -156,8 +172,8 @@ def everything_built(monkeypatch):
     ("x86_64", ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl"), "avx512", "avx512", "avx512"),
     ("x86_64", ("avx2", "fma", "f16c", "avx512f"), "avx2", "avx2", "avx2"),
     ("x86_64", ("avx", "avx2"), "generic", "numba", None),    # AVX2 without FMA: none of ours
-    ("aarch64", ("asimd", "asimddp", "i8mm"), "neon-dotprod", "numba", None),
-    ("aarch64", ("asimd",), "neon", "numba", None),
+    ("aarch64", ("asimd", "asimddp", "i8mm"), "neon-dotprod", "neon", "neon-dotprod"),
+    ("aarch64", ("asimd",), "neon", "neon", "neon"),
     ("riscv64", ("avx2", "fma", "f16c"), "generic", "numba", None),   # another arch's names
 ])
 def test_best_kernel_family_and_backend(everything_built, arch, features, best, backend, kernels):
@@ -183,7 +199,7 @@ def test_override_and_environment(everything_built, monkeypatch):
     assert choose_backend(info, "auto").name == "avx2"
     assert choose_backend(info, "numba").name == "numba"
     with pytest.raises(LilaError, match=r"unknown backend 'fast' \(from --backend\); "
-                                        r"available: avx512, avx2, numba, reference"):
+                                        r"available: avx512, avx2, neon, numba, reference"):
         choose_backend(info, "fast")
     monkeypatch.setenv("LILA_BACKEND", "avx9")
     with pytest.raises(LilaError, match="from LILA_BACKEND"):

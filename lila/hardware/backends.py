@@ -45,15 +45,19 @@ class Backend:
 
 
 # Best first: with no override, the first backend the CPU supports and this installation
-# has is used. The native backends name the family they need at least; avx512 runs the
-# VNNI variant of its kernels where the CPU has it.
+# has is used. The native backends name the family they need at least; avx512 and neon
+# run the dot-product variant of their kernels where the CPU has it.
 BACKENDS = (
     Backend("avx512", "avx512", "hand-written AVX-512 kernels", "lila.executor.native:NativeBackend"),
     Backend("avx2", "avx2", "hand-written AVX2 kernels", "lila.executor.native:NativeBackend"),
+    Backend("neon", "neon", "hand-written NEON kernels", "lila.executor.native:NativeBackend"),
     Backend("numba", "generic", "numba kernels", "lila.executor.numba_backend:NumbaBackend"),
     Backend("reference", "generic", "numpy, fp32", "lila.executor.reference:ReferenceBackend"),
 )
-NATIVE = {"avx512", "avx2"}
+NATIVE = {"avx512", "avx2", "neon"}
+# A native backend's better kernel table where the CPU has what it needs: the same
+# kernels, with the integer dot products done by one instruction.
+DOT_PRODUCT_TABLES = {"avx512": "avx512-vnni", "neon": "neon-dotprod"}
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,10 @@ def supported_families(cpu: CpuInfo) -> list[KernelFamily]:
 
 
 def kernel_table(backend: Backend, supported: set[str]) -> str | None:
-    if backend.name == "avx512" and "avx512-vnni" in supported:
-        return "avx512-vnni"
-    return backend.family if backend.name in NATIVE else None
+    if backend.name not in NATIVE:
+        return None
+    better = DOT_PRODUCT_TABLES.get(backend.name)
+    return better if better in supported else backend.family
 
 
 def unavailable(backend: Backend) -> str | None:

@@ -103,6 +103,8 @@ def detect() -> CpuInfo:
                       logical, None, frozenset())
     if arch == "x86_64":
         cores = _with_cpuid(cores)
+    if arch == "aarch64" and system == "Linux":
+        cores = _with_hwcaps(cores)
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:   # not on macOS or Windows
@@ -122,6 +124,14 @@ def _with_cpuid(cores: Cores) -> Cores:
         return cores
     others = cores.features - set(CPUID_BITS.values())
     return dataclasses.replace(cores, features=others | cpuid_features(native))
+
+
+def _with_hwcaps(cores: Cores) -> Cores:
+    """The features as the kernel's hwcaps list them (/proc/cpuinfo's Features line says
+    the same on a real board, but under qemu-user it is the host's)."""
+    from lila.hardware.arm64 import hwcap_features
+    features = hwcap_features()
+    return cores if features is None else dataclasses.replace(cores, features=features)
 
 
 def normalize_arch(machine: str) -> str:

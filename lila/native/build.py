@@ -1,6 +1,6 @@
 """Assemble and compile native/ into the shared library the native backends load.
 
-    python -m lila.native.build [--out DIR]
+    python -m lila.native.build [--out DIR] [--arch aarch64]
 
 Sources: native/common/*.c, then native/<arch>/*.c and *.S for this machine's
 architecture. The assembly is hand-written for every kernel family the folder has, so
@@ -9,7 +9,8 @@ executor picks the family at run time. Besides the library, the build writes the
 declarations taken from native/include, so the loader always matches what was built.
 
 A machine without a C compiler gets a one-line notice and no library; Lila then runs on
-its numba kernels.
+its numba kernels. `--arch` cross-compiles (with <arch>-linux-gnu-gcc unless CC says
+otherwise): `make test-arm64` builds the ARM64 library that way and tests it under qemu.
 """
 from __future__ import annotations
 
@@ -58,13 +59,17 @@ def cdef_text() -> str:
     return "\n".join(parts)
 
 
-def build(out_dir: Path = PACKAGE_DIR, *, cc: str | None = None, verbose: bool = False) -> Path:
-    """Build the library into out_dir; raises BuildError with the reason if it cannot."""
-    arch = platform.machine().lower()
+def build(out_dir: Path = PACKAGE_DIR, *, arch: str | None = None, cc: str | None = None,
+          verbose: bool = False) -> Path:
+    """Build the library for arch (default: this machine's) into out_dir; raises
+    BuildError with the reason if it cannot."""
+    host = platform.machine().lower()
+    arch = (arch or host).lower()
     arch_dir = ARCH_DIRS.get(arch)
     if arch_dir is None or not any((NATIVE / arch_dir).glob("*.S")):
-        raise BuildError(f"no native kernels for {platform.machine()} yet")
-    cc = cc or os.environ.get("CC") or "cc"
+        raise BuildError(f"no native kernels for {arch} yet")
+    cross = ARCH_DIRS.get(host) != arch_dir
+    cc = cc or os.environ.get("CC") or (f"{arch}-linux-gnu-gcc" if cross else "cc")
     if shutil.which(cc) is None:
         raise BuildError(f"no C compiler ({cc}) found")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,11 +115,12 @@ def _run(cmd: list[str], failure: str, verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lila.native.build", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=PACKAGE_DIR)
+    parser.add_argument("--arch", help="cross-compile for this architecture (aarch64, x86_64)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--strict", action="store_true", help="fail instead of falling back")
     args = parser.parse_args(argv)
     try:
-        library = build(args.out, verbose=args.verbose)
+        library = build(args.out, arch=args.arch, verbose=args.verbose)
     except BuildError as e:
         first, _, detail = str(e).partition("\n")
         print(f"lila: native kernels not built ({first}); numba kernels will be used", file=sys.stderr)

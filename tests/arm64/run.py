@@ -1,0 +1,205 @@
+"""The ARM64 kernels, proven without an ARM board: `make test-arm64`.
+
+    python tests/arm64/run.py [--cpu cortex-a72] [--cpu cortex-a76] [-- pytest args]
+
+Cross-compiles the native library for aarch64 and runs the Python kernel tests under
+qemu-user with a real ARM64 Python: the same tests, through the same cffi loading path,
+as on x86-64. Once per emulated CPU:
+
+  cortex-a72   the Raspberry Pi 4: NEON without the dot-product extension -> neon
+  cortex-a76   the Raspberry Pi 5: NEON with sdot                          -> neon-dotprod
+
+Before the tests, each run prints what the emulated CPU reports (its hwcaps) and the
+kernel family Lila picks on it, and fails if that is not the family the CPU should get.
+
+What it needs, installed on first use (as root, with apt-get) and kept under build/arm64:
+Debian's cross compiler (gcc-aarch64-linux-gnu) and qemu-user; an ARM64 Python from
+Debian's arm64 packages (unpacked, not installed); and the ARM64 wheels of Lila's runtime
+dependencies and pytest, from PyPI.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK = ROOT / "build" / "arm64"
+SYSROOT = WORK / "sysroot"          # Debian's arm64 Python, unpacked
+SITE = WORK / "site"                # arm64 wheels
+# lila/, with the aarch64 library built into it: one per run, so runs can overlap
+SOURCE = WORK / f"src-{os.getpid()}"
+PYTHON = SYSROOT / "usr" / "bin" / "python3.11"
+
+CPUS = {   # qemu name: (board, the family Lila must pick)
+    "cortex-a72": ("Raspberry Pi 4", "neon"),
+    "cortex-a76": ("Raspberry Pi 5", "neon-dotprod"),
+}
+TESTS = ["tests/test_kernels_matmul.py", "tests/test_kernels_rows.py",
+         "tests/test_kernels_attention.py", "tests/test_hardware.py"]
+
+HOST_PACKAGES = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu", "qemu-aarch64": "qemu-user"}
+# Python 3.11 and the shared libraries it and the wheels load (Debian 12, arm64).
+PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
+                   "libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libexpat1", "libffi8",
+                   "libbz2-1.0", "liblzma5", "libssl3", "libcrypt1", "libuuid1",
+                   "libsqlite3-0", "libncursesw6", "libtinfo6"]
+# Lila's runtime dependencies that the kernel tests import, and pytest; numba is left
+# out (these tests run the native kernels, and it would compile for minutes under qemu).
+WHEELS = ["numpy", "cffi", "psutil", "jinja2", "markupsafe", "tokenizers",
+          "pytest", "pluggy", "iniconfig", "packaging", "pygments",
+          "gguf", "pyyaml", "tqdm"]
+
+
+class SetupError(Exception):
+    pass
+
+
+def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        raise SetupError(f"{' '.join(cmd)} failed:\n{(result.stderr or result.stdout).strip()}")
+    return result
+
+
+def apt_get(*args: str) -> None:
+    if os.geteuid() != 0:
+        raise SetupError(f"apt-get {' '.join(args)} needs root; install these yourself")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", *args], env=env)
+
+
+def ensure_host_tools() -> None:
+    missing = [package for tool, package in HOST_PACKAGES.items() if shutil.which(tool) is None]
+    if missing:
+        print(f"installing {' '.join(missing)} (apt-get)", flush=True)
+        apt_get("update", "-q")
+        apt_get("install", "-y", "-q", "--no-install-recommends", *missing)
+
+
+def ensure_sysroot() -> None:
+    stamp = SYSROOT / ".packages"
+    if stamp.exists() and stamp.read_text() == " ".join(PYTHON_PACKAGES):
+        return
+    print("unpacking Debian's arm64 Python into build/arm64/sysroot", flush=True)
+    if "arm64" not in run(["dpkg", "--print-foreign-architectures"]).stdout.split():
+        run(["dpkg", "--add-architecture", "arm64"])
+        apt_get("update", "-q")
+    debs = WORK / "debs"
+    shutil.rmtree(debs, ignore_errors=True)
+    debs.mkdir(parents=True)
+    names = [f"{p}:arm64" for p in PYTHON_PACKAGES]
+    try:
+        run(["apt-get", "download", "-q", *names], cwd=debs)
+    except SetupError:   # the arm64 package lists are not there yet
+        apt_get("update", "-q")
+        run(["apt-get", "download", "-q", *names], cwd=debs)
+    shutil.rmtree(SYSROOT, ignore_errors=True)
+    for deb in sorted(debs.glob("*.deb")):
+        run(["dpkg-deb", "-x", str(deb), str(SYSROOT)])
+    stamp.write_text(" ".join(PYTHON_PACKAGES))
+
+
+def ensure_wheels() -> None:
+    stamp = SITE / ".wheels"
+    if stamp.exists() and stamp.read_text() == " ".join(WHEELS):
+        return
+    print("installing arm64 wheels into build/arm64/site", flush=True)
+    shutil.rmtree(SITE, ignore_errors=True)
+    platforms = [arg for tag in ("manylinux_2_17_aarch64", "manylinux2014_aarch64",
+                                 "manylinux_2_28_aarch64") for arg in ("--platform", tag)]
+    run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--only-binary=:all:",
+         *platforms, "--implementation", "cp", "--python-version", "3.11", "--abi", "cp311",
+         "--target", str(SITE), *WHEELS])
+    stamp.write_text(" ".join(WHEELS))
+
+
+def build_library() -> None:
+    """lila/ as it is in the work tree, with the aarch64 library built into it."""
+    shutil.rmtree(SOURCE, ignore_errors=True)
+    shutil.copytree(ROOT / "lila", SOURCE / "lila", ignore=shutil.ignore_patterns(
+        "__pycache__", "liblila.so", "_ffi.py"))
+    sys.path.insert(0, str(ROOT))
+    from lila.native.build import BuildError, build
+    try:
+        build(SOURCE / "lila" / "native", arch="aarch64")
+    except BuildError as e:
+        raise SetupError(f"the aarch64 build failed: {e}") from None
+
+
+def emulated(cpu: str, *args: str) -> list[str]:
+    # -P: the work tree's own lila/ (x86-64 library) must not shadow the one built here
+    return ["qemu-aarch64", "-cpu", cpu, "-L", str(SYSROOT), str(PYTHON), "-P", *args]
+
+
+def environment() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=f"{SOURCE}{os.pathsep}{SITE}",
+                PYTHONPYCACHEPREFIX=str(WORK / "pycache"), LILA_BACKEND="")
+
+
+DESCRIBE = """
+from lila.hardware import choose_backend, detect
+from lila.native import library
+cpu = detect()
+choice = choose_backend(cpu)
+table = library().kernel_symbols(choice.kernels)
+print("hwcaps:", " ".join(sorted(f for f in cpu.features if f in
+      ("asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2"))))
+print("backend:", choice.name, "| kernels:", choice.kernels, "|",
+      table.get("gemv[Q4_0]"), table.get("rmsnorm"))
+"""
+
+
+def check_cpu(cpu: str) -> None:
+    board, family = CPUS[cpu]
+    print(f"=== arm64 under {qemu_version()} as {cpu} ({board}): expecting {family} ===",
+          flush=True)
+    result = subprocess.run(emulated(cpu, "-c", DESCRIBE), env=environment(),
+                            capture_output=True, text=True, cwd=ROOT)
+    print((result.stdout + result.stderr).strip(), flush=True)
+    if result.returncode != 0 or f"| kernels: {family} |" not in result.stdout:
+        raise SetupError(f"{cpu} should run the {family} kernels")
+
+
+def qemu_version() -> str:
+    return run(["qemu-aarch64", "--version"]).stdout.splitlines()[0].split(" (")[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cpu", action="append", choices=sorted(CPUS),
+                        help="emulated CPU (repeatable; default: all)")
+    parser.add_argument("pytest_args", nargs="*", help="after --: pytest arguments")
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    try:
+        WORK.mkdir(parents=True, exist_ok=True)
+        ensure_host_tools()
+        ensure_sysroot()
+        ensure_wheels()
+        build_library()
+        failed = []
+        for cpu in args.cpu or list(CPUS):
+            check_cpu(cpu)
+            tests = subprocess.run(
+                emulated(cpu, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                         *(args.pytest_args or TESTS)),
+                env=environment(), cwd=ROOT)
+            if tests.returncode != 0:
+                failed.append(cpu)
+    except SetupError as e:
+        print(f"test-arm64: {e}", file=sys.stderr)
+        return 2
+    finally:
+        shutil.rmtree(SOURCE, ignore_errors=True)
+    print(f"arm64: {time.monotonic() - start:.0f} s; "
+          + (f"FAILED on {', '.join(failed)}" if failed else "passed on every CPU"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
