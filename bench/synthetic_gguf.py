@@ -117,6 +117,17 @@ class TensorPlan:
         return int(np.prod(self.shape))
 
 
+# Types gguf.quants cannot quantize to: random codes, with the f16 scales at these byte
+# offsets of a block chosen so that the weights come out about INIT_STD in size (see
+# BlockPool.random_blocks).
+RANDOM_CODE_SCALES = {
+    # d, dmin: w = d * sc * q - dmin * m, with 6-bit sc, m (~32) and 4-bit q (~7.5)
+    GGMLQuantizationType.Q4_K: ((0, INIT_STD / 240), (2, INIT_STD / 32)),
+    # d: w = d * sc * (q - 32), with int8 sc (~64) and 6-bit q (~18 from 32)
+    GGMLQuantizationType.Q6_K: ((208, INIT_STD / 1150),),
+}
+
+
 def can_quantize(qtype: GGMLQuantizationType) -> bool:
     """Whether the installed gguf package has a quantizer for qtype (some types it can only read)."""
     block_size, _ = gguf.GGML_QUANT_SIZES[qtype]
@@ -125,6 +136,10 @@ def can_quantize(qtype: GGMLQuantizationType) -> bool:
     except NotImplementedError:
         return False
     return True
+
+
+def can_write(qtype: GGMLQuantizationType) -> bool:
+    return qtype in RANDOM_CODE_SCALES or can_quantize(qtype)
 
 
 def tensor_plans(shapes: Shapes, vocab: int, matrix_type: GGMLQuantizationType,
@@ -155,8 +170,8 @@ def tensor_plans(shapes: Shapes, vocab: int, matrix_type: GGMLQuantizationType,
 def check_types(plans: list[TensorPlan]) -> None:
     """Fail before writing anything if a type cannot be produced or does not fit a row length."""
     for qtype in sorted({plan.qtype for plan in plans}, key=lambda t: t.name):
-        if not can_quantize(qtype):
-            usable = ", ".join(name for name, t in TYPES.items() if can_quantize(t))
+        if not can_write(qtype):
+            usable = ", ".join(name for name, t in TYPES.items() if can_write(t))
             raise SystemExit(f"error: gguf {package_version('gguf')} cannot quantize to {qtype.name} (gguf.quants only "
                              f"reads it); usable types: {usable}")
     for plan in plans:
@@ -175,19 +190,35 @@ class BlockPool:
     real quantized block of normal samples; blocks recur at random places, which no kernel
     can exploit, so speed is that of independent weights."""
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, elements: int = POOL_ELEMENTS):
         self.rng = rng
+        self.elements = elements
         self.pools: dict[GGMLQuantizationType, np.ndarray] = {}
 
     def blocks(self, qtype: GGMLQuantizationType) -> np.ndarray:
         """The pool for qtype: (number of blocks, bytes per block) uint8."""
+        if qtype not in self.pools and not can_quantize(qtype):
+            self.pools[qtype] = self.random_blocks(qtype)
         if qtype not in self.pools:
             _, type_size = gguf.GGML_QUANT_SIZES[qtype]
             # Wide rows: gguf.quants works row group by row group, slow on many short rows.
-            samples = self.rng.standard_normal((POOL_ELEMENTS // POOL_ROW, POOL_ROW), dtype=np.float32)
+            row = min(POOL_ROW, self.elements)
+            samples = self.rng.standard_normal((self.elements // row, row), dtype=np.float32)
             samples *= INIT_STD
             self.pools[qtype] = gguf.quants.quantize(samples, qtype).view(np.uint8).reshape(-1, type_size)
         return self.pools[qtype]
+
+    def random_blocks(self, qtype: GGMLQuantizationType) -> np.ndarray:
+        """Blocks of random codes and sub-block scales, their f16 scales set so that the
+        weights are about INIT_STD in size: not quantized normal samples, but the same
+        work for a kernel."""
+        block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        n_blocks = self.elements // block_size
+        blocks = self.rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
+        for offset, scale in RANDOM_CODE_SCALES[qtype]:
+            scales = (scale * self.rng.uniform(0.5, 1.5, n_blocks)).astype("<f2")
+            blocks[:, offset:offset + 2] = scales.view(np.uint8).reshape(-1, 2)
+        return blocks
 
     def tensor(self, plan: TensorPlan) -> np.ndarray:
         """The tensor's stored bytes: norms are 1, matrices random blocks from the pool."""
@@ -250,8 +281,10 @@ def write_metadata(writer: gguf.GGUFWriter, shapes: Shapes, name: str, file_type
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def write_model(out: Path, shapes: Shapes, name: str, args: argparse.Namespace) -> tuple[int, int]:
-    """Write the file, streaming tensor by tensor; returns (parameters, bytes of tensor data)."""
+def write_model(out: Path, shapes: Shapes, name: str, args: argparse.Namespace,
+                pool_elements: int = POOL_ELEMENTS) -> tuple[int, int]:
+    """Write the file, streaming tensor by tensor; returns (parameters, bytes of tensor data).
+    Tests pass a small pool_elements: fewer distinct blocks, written in a fraction of the time."""
     writer = gguf.GGUFWriter(str(out), ARCH)
     vocab = copy_tokenizer(writer, args.tokenizer_from)
     matrix_type = TYPES[args.type]
@@ -265,7 +298,7 @@ def write_model(out: Path, shapes: Shapes, name: str, args: argparse.Namespace) 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
-    pool = BlockPool(np.random.default_rng(args.seed))
+    pool = BlockPool(np.random.default_rng(args.seed), pool_elements)
     for index, plan in enumerate(plans):
         writer.write_tensor_data(pool.tensor(plan))
         if plan.name.endswith("ffn_down.weight") or index == len(plans) - 1:

@@ -11,6 +11,7 @@ as on x86-64. Once per emulated CPU:
 
 Before the tests, each run prints what the emulated CPU reports (its hwcaps) and the
 kernel family Lila picks on it, and fails if that is not the family the CPU should get.
+After them, `lila run` answers a question with the default model on that CPU.
 
 What it needs, installed on first use (as root, with apt-get) and kept under build/arm64:
 Debian's cross compiler (gcc-aarch64-linux-gnu) and qemu-user; an ARM64 Python from
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 WORK = ROOT / "build" / "arm64"
 SYSROOT = WORK / "sysroot"          # Debian's arm64 Python, unpacked
 SITE = WORK / "site"                # arm64 wheels
@@ -40,7 +42,11 @@ CPUS = {   # qemu name: (board, the family Lila must pick)
     "cortex-a76": ("Raspberry Pi 5", "neon-dotprod"),
 }
 TESTS = ["tests/test_kernels_matmul.py", "tests/test_kernels_rows.py",
-         "tests/test_kernels_attention.py", "tests/test_hardware.py"]
+         "tests/test_kernels_attention.py", "tests/test_native_models.py",
+         "tests/test_hardware.py"]
+# numba is not installed under emulation (see WHEELS)
+DESELECT = ["tests/test_hardware.py::test_every_backend_has_an_executor"]
+QUESTION, ANSWER = "Name the capital of France.", "Paris"
 
 HOST_PACKAGES = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu", "qemu-aarch64": "qemu-user"}
 # Python 3.11 and the shared libraries it and the wheels load (Debian 12, arm64).
@@ -118,12 +124,23 @@ def ensure_wheels() -> None:
     stamp.write_text(" ".join(WHEELS))
 
 
+def link_default_model() -> None:
+    """The default model's package, shared with this machine's install (make setup puts
+    it there): the model tests take its vocabulary, `lila run` the model."""
+    from lila.store import DEFAULT_MODULE, default_model_path
+    path = default_model_path()
+    if path is None:
+        raise SetupError("the default model is not installed (run `make setup` first)")
+    link = SITE / DEFAULT_MODULE
+    if not link.exists():
+        link.symlink_to(path.parent, target_is_directory=True)
+
+
 def build_library() -> None:
     """lila/ as it is in the work tree, with the aarch64 library built into it."""
     shutil.rmtree(SOURCE, ignore_errors=True)
     shutil.copytree(ROOT / "lila", SOURCE / "lila", ignore=shutil.ignore_patterns(
         "__pycache__", "liblila.so", "_ffi.py"))
-    sys.path.insert(0, str(ROOT))
     from lila.native.build import BuildError, build
     try:
         build(SOURCE / "lila" / "native", arch="aarch64")
@@ -141,28 +158,32 @@ def environment() -> dict[str, str]:
                 PYTHONPYCACHEPREFIX=str(WORK / "pycache"), LILA_BACKEND="")
 
 
-DESCRIBE = """
-from lila.hardware import choose_backend, detect
-from lila.native import library
-cpu = detect()
-choice = choose_backend(cpu)
-table = library().kernel_symbols(choice.kernels)
-print("hwcaps:", " ".join(sorted(f for f in cpu.features if f in
-      ("asimd", "asimdhp", "asimddp", "i8mm", "bf16", "sve", "sve2"))))
-print("backend:", choice.name, "| kernels:", choice.kernels, "|",
-      table.get("gemv[Q4_0]"), table.get("rmsnorm"))
-"""
-
-
 def check_cpu(cpu: str) -> None:
     board, family = CPUS[cpu]
     print(f"=== arm64 under {qemu_version()} as {cpu} ({board}): expecting {family} ===",
           flush=True)
-    result = subprocess.run(emulated(cpu, "-c", DESCRIBE), env=environment(),
+    result = subprocess.run(emulated(cpu, "-m", "lila", "detect"), env=environment(),
                             capture_output=True, text=True, cwd=ROOT)
-    print((result.stdout + result.stderr).strip(), flush=True)
-    if result.returncode != 0 or f"| kernels: {family} |" not in result.stdout:
+    lines = result.stdout.splitlines()
+    # the features (hwcaps), the backend, the family, and the kernel of one matmul
+    shown = [l for l in lines if l.startswith(("features:", "backend:", "kernels ("))
+             or "gemv[Q4_0]" in l]
+    print("\n".join(["lila detect:", *shown]) if shown else result.stderr.strip(), flush=True)
+    if result.returncode != 0 or f"kernels ({family}):" not in lines:
         raise SetupError(f"{cpu} should run the {family} kernels")
+
+
+def answer(cpu: str) -> bool:
+    """`lila run` on the default model, greedy: the whole program on the emulated CPU."""
+    result = subprocess.run(emulated(cpu, "-m", "lila", "run", "default", QUESTION, "--greedy",
+                                     "-n", "16", "-v"),
+                            env=environment(), capture_output=True, text=True, cwd=ROOT)
+    speed = [l for l in result.stderr.splitlines() if "tok/s" in l]
+    print(f"lila run default {QUESTION!r} -> {result.stdout.strip()!r}"
+          + (f"  [{speed[-1].strip()}, emulated]" if speed else ""), flush=True)
+    if result.returncode != 0:
+        print(result.stderr.strip(), file=sys.stderr)
+    return result.returncode == 0 and ANSWER in result.stdout
 
 
 def qemu_version() -> str:
@@ -181,15 +202,17 @@ def main(argv: list[str] | None = None) -> int:
         ensure_host_tools()
         ensure_sysroot()
         ensure_wheels()
+        link_default_model()
         build_library()
         failed = []
         for cpu in args.cpu or list(CPUS):
             check_cpu(cpu)
             tests = subprocess.run(
                 emulated(cpu, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                         *(f"--deselect={test}" for test in DESELECT),
                          *(args.pytest_args or TESTS)),
                 env=environment(), cwd=ROOT)
-            if tests.returncode != 0:
+            if tests.returncode != 0 or not answer(cpu):
                 failed.append(cpu)
     except SetupError as e:
         print(f"test-arm64: {e}", file=sys.stderr)
