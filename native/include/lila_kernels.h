@@ -3,7 +3,7 @@
  * Kernels are plain functions over one row (or one tile of rows) each; the executor
  * (native/common/executor.c) splits work across threads and calls them through a
  * lila_kernels table. Each ISA folder fills one table per kernel family
- * (native/x86_64/kernels.c lists which file implements which op).
+ * (native/<arch>/kernels.c lists which file implements which op).
  *
  * Only declarations cffi can parse go between the two "cdef" markers: no macros.
  */
@@ -102,8 +102,8 @@ typedef struct {
     lila_attn_values_fn *attn_values;
 } lila_kernels;
 
-/* The table of a family ("avx2", "avx512", "avx512-vnni"), or NULL if the library has
- * none by that name. The caller checks the CPU can run it. */
+/* The table of a family ("avx2", "avx512-vnni", "neon-dotprod", ...), or NULL if the
+ * library has none by that name. The caller checks the CPU can run it. */
 const lila_kernels *lila_kernel_table(const char *family);
 
 /* The symbol name of a kernel (for `lila bench` and `lila detect`), or NULL. */
