@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import psutil
 
 from lila.chat_template import ChatTemplate
 from lila.errors import LilaError
 from lila.executor import backend_class, choose, create
+from lila.executor.memory import CONVERTED, available_memory, streaming
+from lila.executor.weights import SpillFile
 from lila.formats.gguf import GGUFFile
 from lila.generation.sampling import SamplingParams
 from lila.generation.session import Completion, Session, check_max_tokens
@@ -24,19 +26,23 @@ DEFAULT_MAX_TOKENS = 512
 
 
 def load(path: str | os.PathLike | None = None, *, n_ctx: int | None = None,
-         backend: str | None = None, threads: int | None = None, max_batch: int = 128) -> "Model":
+         backend: str | None = None, threads: int | None = None, max_batch: int = 128,
+         low_memory: bool | None = None) -> "Model":
     """Open a GGUF model (None: the default model). n_ctx: context window in tokens, at
     most the model's (default: the smaller of the model's and 4096). backend: a name
     from `lila detect` (default: LILA_BACKEND, else the best for this CPU). threads:
-    default the CPU's performance cores."""
+    default the CPU's performance cores. low_memory: True streams the weights from disk
+    and keeps no copy of them in memory, for models larger than RAM; False never does;
+    None (default): LILA_LOW_MEMORY (1 or 0) if set, else only when the model does not
+    fit, saying so on stderr."""
     from lila.store import resolve_model
     return Model(resolve_model(None if path is None else str(path)), n_ctx=n_ctx,
-                 backend=backend, threads=threads, max_batch=max_batch)
+                 backend=backend, threads=threads, max_batch=max_batch, low_memory=low_memory)
 
 
 class Model:
     def __init__(self, path: Path, *, n_ctx: int | None, backend: str | None,
-                 threads: int | None = None, max_batch: int = 128):
+                 threads: int | None = None, max_batch: int = 128, low_memory: bool | None = None):
         if threads is not None and not 1 <= threads <= 1024:
             raise LilaError(f"threads must be between 1 and 1024, not {threads}")
         self.path = Path(path)
@@ -52,9 +58,16 @@ class Model:
             self.choice = choose(backend)
             self.memory = backend_class(self.choice).memory_estimate(
                 self.spec.plan, self.spec.weights, n_ctx=self.n_ctx, max_batch=max_batch)
-            _check_fits(self.memory)
+            # Decided before allocating, rather than let the OS kill the process half-way.
+            self.low_memory, notice = streaming(self.memory, low_memory, available_memory())
+            if notice:
+                print(f"lila: {notice}", file=sys.stderr)
+            spill = None
+            if self.low_memory and self.memory.get(CONVERTED):
+                from lila.store import cache_dir
+                spill = SpillFile(cache_dir(), self.memory[CONVERTED])
             self.backend = create(self.choice, self.spec.plan, self.gguf, n_ctx=self.n_ctx,
-                                  max_batch=max_batch, threads=threads)
+                                  max_batch=max_batch, threads=threads, spill=spill)
         except BaseException:
             self.gguf.close()
             raise
@@ -142,15 +155,6 @@ class Model:
             raise LilaError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
         if not ids:
             raise LilaError("the prompt is empty")
-
-
-def _check_fits(memory: dict[str, int]) -> None:
-    """Refuse before allocating, rather than let the OS kill the process half-way."""
-    need, available = sum(memory.values()), psutil.virtual_memory().available
-    if need > available:
-        parts = ", ".join(f"{k} {v >> 20} MB" for k, v in memory.items())
-        raise LilaError(f"the model needs about {need >> 20} MB ({parts}) but only "
-                        f"{available >> 20} MB is available; try a smaller --ctx-size")
 
 
 def _sampling(kwargs: dict) -> SamplingParams:

@@ -84,7 +84,9 @@ def test_bench_json(smollm2_path):
     assert result["threads"] == 2 and result["n_prompt"] == 16 and result["n_gen"] == 4
     assert result["pp"] > 0 and result["tg"] > 0 and result["rss_mb"] > 50
     assert result["pp_min"] <= result["pp"] <= result["pp_max"]
+    assert result["low_memory"] is False and 0 < result["anonymous_mb"] < result["resident_mb"]
     assert "pp16" in r.stdout and "tg4" in r.stdout    # the table comes first
+    assert "MB file-backed), weights in memory; peak" in r.stdout
 
 
 def test_bench_bad_flags(smollm2_path):

@@ -148,7 +148,11 @@ def test_a_model_that_does_not_fit_is_refused_before_allocating(tiny, monkeypatc
     ref, _ = tiny
     import psutil
     from collections import namedtuple
-    fake = namedtuple("vm", "available total")(available=1 << 20, total=1 << 30)
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: fake)
+    vm = namedtuple("vm", "available total")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: vm(available=1 << 20, total=1 << 30))
     with pytest.raises(LilaError, match="needs about .* MB .* only 1 MB is available"):
+        lila.load(ref.path, low_memory=False)
+    # streaming the weights leaves the KV cache and activations, which do not fit either
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: vm(available=1 << 16, total=1 << 30))
+    with pytest.raises(LilaError, match="even streaming its weights .* only 0 MB is available"):
         lila.load(ref.path)

@@ -15,6 +15,9 @@ References and bounds (normalised MSE of logits, as llama.cpp's test-backend-ops
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -150,3 +153,13 @@ def test_every_kernel_of_the_family_is_built(family):
     typed += ["embed[F32]", "embed[F16]"]
     missing = [e for e in typed if e not in symbols] + [e for e, s in symbols.items() if s is None]
     assert not missing
+
+
+def test_a_model_still_open_at_exit_does_not_crash(smollm2_path):
+    """A model referenced from a module that is finalized late (here os, through a
+    lambda's globals) is destroyed after cffi has let go of the library: the library
+    must still be mapped then, for the destructor and the pool's sleeping threads."""
+    script = (f"import os, lila\nos.fdatasync = lambda fd: None\n"
+              f"model = lila.load({str(smollm2_path)!r})\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

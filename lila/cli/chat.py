@@ -31,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
     options = sampling_kwargs(args)
     print("loading model...", file=sys.stderr, flush=True)
     with load_model(args) as model:
+        streaming = ", weights streaming from disk" if model.low_memory else ""
         print(f"{model.name} ({model.config.arch}, context {model.n_ctx}, "
-              f"~{sum(model.memory.values()) >> 20} MB). Type /help for commands.", file=sys.stderr)
+              f"~{sum(model.memory.values()) >> 20} MB{streaming}). Type /help for commands.",
+              file=sys.stderr)
         system = args.system
         messages = _start(system)
         while True:

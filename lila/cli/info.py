@@ -5,10 +5,10 @@ import argparse
 import math
 from collections import Counter
 
-import psutil
-
 from lila.chat_template import ChatTemplate
+from lila.errors import LilaError
 from lila.executor import choose, memory_estimate
+from lila.executor.memory import available_memory, streaming
 from lila.formats.gguf import GGUFFile
 from lila.models import describe
 from lila.tokenizer import Tokenizer
@@ -58,11 +58,17 @@ def run(args: argparse.Namespace) -> int:
         ]
         rows.append(("backend", f"{choice.name} ({choice.reason})"))
         total = sum(memory.values())
-        available = psutil.virtual_memory().available
+        available = available_memory()
         rows += [(f"memory: {k}", f"{v / MB:.0f} MB") for k, v in memory.items()]
-        verdict = "fits" if total < available else "does NOT fit"
-        rows.append(("memory: total", f"{total / MB:.0f} MB; {verdict} in {available / MB:.0f} MB "
-                                      "available"))
+        verdict = "fits"
+        if total > available:
+            try:
+                streaming(memory, None, available)
+                verdict = "does not fit: weights will stream from disk (slower)"
+            except LilaError as e:
+                verdict = f"does NOT fit: {e}"
+        rows.append(("memory: total", f"{total / MB:.0f} MB; {available / MB:.0f} MB available; "
+                                      f"{verdict}"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

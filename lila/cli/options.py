@@ -18,6 +18,13 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool) 
     parser.add_argument("--backend", default=None, help="kernel backend (see `lila detect`)")
     parser.add_argument("-t", "--threads", type=int, default=None,
                         help="threads (default: the CPU's performance cores)")
+    add_memory_option(parser)
+
+
+def add_memory_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--low-memory", action=argparse.BooleanOptionalAction, default=None,
+                        help="stream weights from disk, for a model larger than memory "
+                             "(default: only when it does not fit; LILA_LOW_MEMORY=1 or 0)")
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +55,7 @@ def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def load_model(args: argparse.Namespace):
     import lila
     model = lila.load(args.model, n_ctx=args.ctx_size, backend=args.backend,
-                      threads=args.threads)
+                      threads=args.threads, low_memory=args.low_memory)
     notice_fallback(model.choice)
     return model
 

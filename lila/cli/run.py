@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from lila.cli.options import add_model_options, add_sampling_options, load_model, sampling_kwargs
+from lila.executor.memory import resident_set, summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,5 +35,6 @@ def run(args: argparse.Namespace) -> int:
             s = completion.stats
             print(f"[{s.prompt_tokens} prompt tokens at {s.prefill_tps:.1f} tok/s, "
                   f"{s.completion_tokens} generated at {s.decode_tps:.1f} tok/s, "
-                  f"finish: {completion.finish_reason}]", file=sys.stderr)
+                  f"finish: {completion.finish_reason}; "
+                  f"{summary(model.low_memory, resident_set())}]", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 
+from lila.executor.weights import SpillFile
 from lila.hardware import BackendChoice, choose_backend, detect
 
 
@@ -21,14 +22,16 @@ def choose(name: str | None = None) -> BackendChoice:
 
 
 def create(choice: BackendChoice, plan, gguf, *, n_ctx: int, max_batch: int,
-           threads: int | None = None):
-    """The chosen backend, ready to run plan. threads: None for the CPU's default."""
+           threads: int | None = None, spill: SpillFile | None = None):
+    """The chosen backend, ready to run plan. threads: None for the CPU's default. spill:
+    where weights converted at load go (None: anonymous memory); the reference backend
+    keeps its fp32 copy of every weight whatever spill says."""
     cls = backend_class(choice)
     if choice.kernels is not None:
         return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch, family=choice.kernels,
-                   threads=threads or detect().default_threads)
+                   threads=threads or detect().default_threads, spill=spill)
     if choice.name == "numba":
-        return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch, threads=threads)
+        return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch, threads=threads, spill=spill)
     return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch)
 
 

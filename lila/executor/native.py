@@ -6,7 +6,8 @@ Compiling fuses what would otherwise be extra passes over memory or extra barrie
   - matmuls reading the same input (Q, K, V) become one op, so threads share its rows;
   - gate and up matmuls followed by their GLU become one op writing the GLU output;
   - a matmul whose output is only added to the residual stream accumulates into it.
-Weights stay in the GGUF map; only types without kernels are converted (to Q8_0) at load.
+Weights stay in the GGUF map; only types without kernels are converted (to Q8_0) at load,
+into anonymous memory or, in low-memory mode, a spill file (lila.executor.weights).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import numpy as np
 
 from lila.errors import LilaError
 from lila.executor.plan import Op, Plan
-from lila.executor.weights import KERNEL_TYPES, matmul_weight
+from lila.executor.memory import CONVERTED, MAPPED
+from lila.executor.weights import KERNEL_TYPES, SpillFile, matmul_weight
 from lila.formats.gguf import GGUFFile
 from lila.native import library
 
@@ -29,7 +31,7 @@ class NativeBackend:
     """Runs a plan with the kernels of one family ("avx2", "avx512", "avx512-vnni")."""
 
     def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int,
-                 family: str, threads: int):
+                 family: str, threads: int, spill: SpillFile | None = None):
         native = library()
         if native is None:
             raise LilaError("the native library is not built; run `make setup`")
@@ -39,7 +41,8 @@ class NativeBackend:
         self.native, self.family, self.threads = native, family, threads
         self.plan, self.n_ctx, self.max_batch = plan, n_ctx, min(max_batch, n_ctx)
         self.name = family
-        program = _Compiler(plan, gguf, native, n_ctx=n_ctx, max_batch=self.max_batch).compile()
+        program = _Compiler(plan, gguf, native, n_ctx=n_ctx, max_batch=self.max_batch,
+                            spill=spill).compile()
         self._program = program
         missing = [entry for entry, symbol in self._kernel_entries(program.used).items() if not symbol]
         if missing:
@@ -73,8 +76,8 @@ class NativeBackend:
                         if int(weights[w].ggml_type) not in KERNEL_TYPES
                         and not _embed_only(plan, w, weights))
         return {
-            "weights (mapped)": sum(info.nbytes for info in weights.values()),
-            "weights (converted to Q8_0)": converted,
+            MAPPED: sum(info.nbytes for info in weights.values()),
+            CONVERTED: converted,
             "KV cache (fp16)": sum(2 * 2 * n_ctx * kv.n_kv_heads * kv.head_dim for kv in plan.kv),
             # fp32 rows, and their quantized copies (one lila_q8 per 32 values)
             "activations": sum(max_batch * width * 4 + max_batch * width // 32 * Q8_DTYPE.itemsize
@@ -117,8 +120,9 @@ class _Program:
 
 
 class _Compiler:
-    def __init__(self, plan: Plan, gguf: GGUFFile, native, *, n_ctx: int, max_batch: int):
-        self.plan, self.gguf, self.ffi = plan, gguf, native.ffi
+    def __init__(self, plan: Plan, gguf: GGUFFile, native, *, n_ctx: int, max_batch: int,
+                 spill: SpillFile | None):
+        self.plan, self.gguf, self.ffi, self.spill = plan, gguf, native.ffi, spill
         self.n_ctx, self.max_batch = n_ctx, max_batch
         self.keep: list = []
         self.buffers = {name: np.zeros((max_batch, width), np.float32)
@@ -152,7 +156,7 @@ class _Compiler:
 
     def matrix(self, name: str) -> tuple[int, np.ndarray]:
         if name not in self.matrices:
-            ggml_type, rows = matmul_weight(self.gguf, name)
+            ggml_type, rows = matmul_weight(self.gguf, name, self.spill)
             original = self.gguf.tensors[name].ggml_type
             if ggml_type != int(original):
                 self.converted[name] = original.name

@@ -7,7 +7,8 @@ arithmetic is that of the native kernels (see numba_kernels): linear inputs quan
 to 8 bits, integer dots on the weights' own blocks, an fp16 KV cache.
 
 Weights stay in the GGUF map; types without a kernel are converted to Q8_0 at load
-(lila.executor.weights), and 1-D weights (norms, biases, rope factors) to fp32.
+(lila.executor.weights: in anonymous memory, or a spill file in low-memory mode), and
+1-D weights (norms, biases, rope factors) to fp32.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import numpy as np
 from lila.errors import LilaError
 from lila.executor import numba_kernels as kernels
 from lila.executor.plan import Op, Plan
-from lila.executor.weights import KERNEL_TYPES, Q8_0_BLOCK_BYTES, matmul_weight
+from lila.executor.memory import CONVERTED, MAPPED
+from lila.executor.weights import KERNEL_TYPES, Q8_0_BLOCK_BYTES, SpillFile, matmul_weight
 from lila.formats.gguf import GGUFFile
 
 Q8_BYTES_PER_BLOCK = 32 + 4 + 4      # a linear input's 8-bit copy: codes, then d and s
@@ -40,8 +42,8 @@ class NumbaBackend:
     name = "numba"
 
     def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int,
-                 threads: int | None = None):
-        self.plan, self.gguf, self.n_ctx = plan, gguf, n_ctx
+                 threads: int | None = None, spill: SpillFile | None = None):
+        self.plan, self.gguf, self.n_ctx, self.spill = plan, gguf, n_ctx, spill
         self.max_batch = min(max_batch, n_ctx)
         self.threads = threads
         self.buffers = {name: np.zeros((self.max_batch, width), np.float32)
@@ -71,9 +73,8 @@ class NumbaBackend:
         vectors = {w for op in plan.ops for w in op.weights if len(weights[w].shape) == 1}
         quantized = {op.ins[0] for op in plan.ops if op.kind == "linear"}
         return {
-            "weights (mapped)": sum(info.nbytes for info in weights.values()),
-            "weights (converted to Q8_0)": sum(math.prod(weights[w].shape) // 32 * Q8_0_BLOCK_BYTES
-                                               for w in converted),
+            MAPPED: sum(info.nbytes for info in weights.values()),
+            CONVERTED: sum(math.prod(weights[w].shape) // 32 * Q8_0_BLOCK_BYTES for w in converted),
             "weights (fp32 vectors)": sum(4 * math.prod(weights[w].shape) for w in vectors),
             "KV cache (fp16)": sum(2 * 2 * n_ctx * kv.n_kv_heads * kv.head_dim for kv in plan.kv),
             # fp32 rows, and the 8-bit copies of the rows linears read
@@ -103,7 +104,7 @@ class NumbaBackend:
 
     def _matrix(self, name: str) -> tuple[int, np.ndarray]:
         if name not in self._matrices:
-            ggml_type, rows = matmul_weight(self.gguf, name)
+            ggml_type, rows = matmul_weight(self.gguf, name, self.spill)
             original = self.gguf.tensors[name].ggml_type
             if ggml_type != original:
                 self.converted[name] = original.name

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from lila.executor.memory import MAPPED
 from lila.executor.plan import Op, Plan
 from lila.formats.gguf import GGUFFile
 from lila.formats.quants import dequantize
@@ -30,7 +31,7 @@ class ReferenceBackend:
     @staticmethod
     def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:
         return {
-            "weights (mapped)": sum(info.nbytes for info in weights.values()),
+            MAPPED: sum(info.nbytes for info in weights.values()),
             "weights (fp32 copy)": sum(4 * math.prod(weights[w].shape) for w in _dense_weights(plan)),
             "KV cache": sum(2 * 4 * n_ctx * kv.n_kv_heads * kv.head_dim for kv in plan.kv),
             "activations": sum(4 * max_batch * width for width in plan.widths.values()),

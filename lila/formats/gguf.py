@@ -253,6 +253,11 @@ class _HeaderParser:
         return out
 
 
+# Linux's MADV_COLD (5.4+): deactivate the pages, reclaim them first. Python's mmap module
+# names it only from 3.12 on where at all.
+MADV_COLD = 20
+
+
 def _parse(mm: mmap.mmap, size: int, path: str) -> tuple[int, int, dict[str, Any], dict[str, TensorInfo], int]:
     """Parse and validate everything but the tensor data itself."""
     p = _HeaderParser(mm, size, path)
@@ -423,6 +428,21 @@ class GGUFFile:
                 f"{self.path}: tensor {_q(name)} has type {info.ggml_type.name}, which Lila does not support "
                 f"(supported: {', '.join(t.name for t in sorted(SUPPORTED_TYPES))})")
         return dequantize(self.tensor_bytes(name), info.ggml_type, info.shape)
+
+    def advise_unused(self, name: str) -> None:
+        """Tell the OS that the tensor's pages will not be read again (a copy converted
+        from them is used instead), so that under memory pressure they are reclaimed
+        before the weights still in use. Only pages wholly inside the tensor; a hint, so
+        a kernel without MADV_COLD (Linux < 5.4) or another OS is simply not told."""
+        info = self._info(name)
+        page = mmap.PAGESIZE
+        start = -(-info.offset // page) * page
+        end = (info.offset + info.nbytes) // page * page
+        if end > start and hasattr(self._mm, "madvise"):
+            try:
+                self._mm.madvise(MADV_COLD, start, end - start)
+            except OSError:
+                pass
 
     def unsupported_tensors(self) -> list[tuple[str, str]]:
         """(name, type name) of every tensor whose type Lila cannot dequantize, in file order."""

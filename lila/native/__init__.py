@@ -16,7 +16,9 @@ class Native:
     def __init__(self, path: Path):
         from lila.native._ffi import ffi
         self.ffi = ffi
-        self.lib = ffi.dlopen(str(path))
+        # Never unmapped, even when this object is collected at interpreter exit before a
+        # backend whose threads and destructor still run the library's code.
+        self.lib = ffi.dlopen(str(path), ffi.RTLD_NOW | ffi.RTLD_NODELETE)
         self.path = path
 
     def kernels(self, family: str):
