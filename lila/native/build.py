@@ -10,7 +10,8 @@ declarations taken from native/include, so the loader always matches what was bu
 
 A machine without a C compiler gets a one-line notice and no library; Lila then runs on
 its numba kernels. `--arch` cross-compiles (with <arch>-linux-gnu-gcc unless CC says
-otherwise): `make test-arm64` builds the ARM64 library that way and tests it under qemu.
+otherwise): a quick check that another architecture's kernels assemble. (`make test-arm64`
+runs this build with an ARM64 Python under qemu instead, as a board's `pip install` would.)
 """
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
     python tests/arm64/run.py [--cpu cortex-a72] [--cpu cortex-a76] [-- pytest args]
 
-Cross-compiles the native library for aarch64 and runs the Python kernel tests under
-qemu-user with a real ARM64 Python: the same tests, through the same cffi loading path,
-as on x86-64. Once per emulated CPU:
+Builds the native library for aarch64 as `pip install` does on a board (lila.native.build
+run by an ARM64 Python under qemu-user, with Debian's cross compiler as its CC), then runs
+the Python kernel and model tests with that Python: the same tests, through the same cffi
+loading path, as on x86-64. Once per emulated CPU:
 
   cortex-a72   the Raspberry Pi 4: NEON without the dot-product extension -> neon
   cortex-a76   the Raspberry Pi 5: NEON with sdot                          -> neon-dotprod
@@ -48,7 +49,8 @@ TESTS = ["tests/test_kernels_matmul.py", "tests/test_kernels_rows.py",
 DESELECT = ["tests/test_hardware.py::test_every_backend_has_an_executor"]
 QUESTION, ANSWER = "Name the capital of France.", "Paris"
 
-HOST_PACKAGES = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu", "qemu-aarch64": "qemu-user"}
+CROSS_CC = "aarch64-linux-gnu-gcc"
+HOST_PACKAGES = {CROSS_CC: "gcc-aarch64-linux-gnu", "qemu-aarch64": "qemu-user"}
 # Python 3.11 and the shared libraries it and the wheels load (Debian 12, arm64).
 PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
                    "libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libexpat1", "libffi8",
@@ -56,7 +58,7 @@ PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11
                    "libsqlite3-0", "libncursesw6", "libtinfo6"]
 # Lila's runtime dependencies that the kernel tests import, and pytest; numba is left
 # out (these tests run the native kernels, and it would compile for minutes under qemu).
-WHEELS = ["numpy", "cffi", "psutil", "jinja2", "markupsafe", "tokenizers",
+WHEELS = ["numpy", "cffi", "pycparser", "psutil", "jinja2", "markupsafe", "tokenizers",
           "pytest", "pluggy", "iniconfig", "packaging", "pygments",
           "gguf", "pyyaml", "tqdm"]
 
@@ -137,15 +139,19 @@ def link_default_model() -> None:
 
 
 def build_library() -> None:
-    """lila/ as it is in the work tree, with the aarch64 library built into it."""
+    """lila/ as it is in the work tree, with the aarch64 library built into it the way
+    `pip install` builds it on a board: lila.native.build run by the ARM64 Python, which
+    finds itself on aarch64 and builds native/arm64 (with the cross compiler as its CC)."""
     shutil.rmtree(SOURCE, ignore_errors=True)
     shutil.copytree(ROOT / "lila", SOURCE / "lila", ignore=shutil.ignore_patterns(
         "__pycache__", "liblila.so", "_ffi.py"))
-    from lila.native.build import BuildError, build
-    try:
-        build(SOURCE / "lila" / "native", arch="aarch64")
-    except BuildError as e:
-        raise SetupError(f"the aarch64 build failed: {e}") from None
+    (SOURCE / "native").symlink_to(ROOT / "native", target_is_directory=True)
+    result = subprocess.run(emulated("cortex-a72", "-m", "lila.native.build", "--strict"),
+                            env=dict(environment(), CC=CROSS_CC), capture_output=True,
+                            text=True, cwd=ROOT)
+    print((result.stdout + result.stderr).strip(), flush=True)
+    if result.returncode != 0:
+        raise SetupError("the aarch64 build failed")
 
 
 def emulated(cpu: str, *args: str) -> list[str]:
