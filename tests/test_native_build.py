@@ -10,9 +10,9 @@ import pytest
 from lila.native import build, library
 
 
-def run_build(tmp_path, **env):
+def run_build(tmp_path, *args, **env):
     import os
-    return subprocess.run([sys.executable, "-m", "lila.native.build", "--out", str(tmp_path)],
+    return subprocess.run([sys.executable, "-m", "lila.native.build", "--out", str(tmp_path), *args],
                           capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
 
 
@@ -25,8 +25,17 @@ def test_without_a_compiler_the_build_says_so_in_one_line(tmp_path):
     assert not (tmp_path / build.LIBRARY).exists()
 
 
-@pytest.mark.skipif(build.ARCH_DIRS.get(__import__("platform").machine().lower()) != "x86_64",
-                    reason="the x86-64 kernels build on x86-64")
+def test_an_architecture_without_kernels_says_so_in_one_line(tmp_path):
+    r = run_build(tmp_path, "--arch", "riscv64")
+    assert r.returncode == 0
+    assert r.stderr.strip().splitlines() == [
+        "lila: native kernels not built (no native kernels for riscv64 yet); "
+        "numba kernels will be used"]
+    assert not (tmp_path / build.LIBRARY).exists()
+
+
+@pytest.mark.skipif(build.ARCH_DIRS.get(__import__("platform").machine().lower()) is None,
+                    reason="no kernels for this architecture")
 def test_the_build_is_warning_free_and_loads(tmp_path):
     r = run_build(tmp_path)
     assert r.returncode == 0 and r.stderr == "", r.stderr
