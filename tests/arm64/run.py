@@ -56,8 +56,9 @@ PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11
                    "libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libexpat1", "libffi8",
                    "libbz2-1.0", "liblzma5", "libssl3", "libcrypt1", "libuuid1",
                    "libsqlite3-0", "libncursesw6", "libtinfo6"]
-# Lila's runtime dependencies that the kernel tests import, and pytest; numba is left
-# out (these tests run the native kernels, and it would compile for minutes under qemu).
+# Lila's runtime dependencies, pycparser for the build's cffi, gguf (with its own) for the
+# test models, and pytest; numba is left out (these tests run the native kernels, and it
+# would compile for minutes under qemu).
 WHEELS = ["numpy", "cffi", "pycparser", "psutil", "jinja2", "markupsafe", "tokenizers",
           "pytest", "pluggy", "iniconfig", "packaging", "pygments",
           "gguf", "pyyaml", "tqdm"]
