@@ -13,7 +13,8 @@ import numpy as np
 from lila.chat_template import ChatTemplate
 from lila.errors import LilaError
 from lila.executor import backend_class, choose, create
-from lila.executor.memory import CONVERTED, available_memory, streaming
+from lila.executor.memory import CONVERTED, streaming
+from lila.hardware.memory import available_memory
 from lila.executor.weights import SpillFile
 from lila.formats.gguf import GGUFFile
 from lila.generation.sampling import SamplingParams

@@ -27,7 +27,7 @@ import psutil
 import pytest
 
 from lila.errors import LilaError
-from lila.executor import memory
+from lila.hardware import memory
 from lila.executor.memory import CONVERTED, MAPPED, MB, streaming
 from lila.executor.weights import SpillFile, matmul_weight
 from lila.formats.gguf import MADV_COLD, GGUFFile
@@ -42,7 +42,7 @@ GENERATE = """
 import json, sys
 import numpy as np
 import lila
-from lila.executor.memory import resident_set
+from lila.hardware.memory import resident_set
 path, mode, logits_out = sys.argv[1:]
 with lila.load(path, threads=2, n_ctx=64, max_batch=16,
                low_memory={"on": True, "off": False, "auto": None}[mode]) as model:

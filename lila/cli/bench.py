@@ -18,7 +18,8 @@ import numpy as np
 
 from lila.cli.options import add_memory_option, notice_fallback
 from lila.errors import LilaError
-from lila.executor.memory import resident_set, summary
+from lila.executor.memory import summary
+from lila.hardware.memory import resident_set
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from lila.cli.options import add_model_options, add_sampling_options, load_model, sampling_kwargs
-from lila.executor.memory import resident_set, summary
+from lila.executor.memory import summary
+from lila.hardware.memory import resident_set
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

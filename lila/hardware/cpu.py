@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from lila.hardware.memory import available_memory
+
 # What `lila detect` shows; `features` holds every flag the OS reports.
 NOTABLE = {
     "x86_64": ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
@@ -109,9 +111,8 @@ def detect() -> CpuInfo:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:   # not on macOS or Windows
         usable = cores.logical
-    memory = psutil.virtual_memory()
     return CpuInfo(arch, cores.model, cores.physical, cores.logical, cores.performance,
-                   usable, cores.features, memory.total, memory.available)
+                   usable, cores.features, psutil.virtual_memory().total, available_memory())
 
 
 def _with_cpuid(cores: Cores) -> Cores:
