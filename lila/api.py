@@ -14,11 +14,11 @@ from lila.chat_template import ChatTemplate
 from lila.errors import LilaError
 from lila.executor import backend_class, choose, create
 from lila.executor.memory import CONVERTED, streaming
-from lila.hardware.memory import available_memory
 from lila.executor.weights import SpillFile
 from lila.formats.gguf import GGUFFile
 from lila.generation.sampling import SamplingParams
 from lila.generation.session import Completion, Session, check_max_tokens
+from lila.hardware.memory import available_memory
 from lila.models import ModelSpec, describe
 from lila.tokenizer import Tokenizer
 

@@ -9,8 +9,8 @@ from lila.chat_template import ChatTemplate
 from lila.errors import LilaError
 from lila.executor import choose, memory_estimate
 from lila.executor.memory import streaming
-from lila.hardware.memory import available_memory
 from lila.formats.gguf import GGUFFile
+from lila.hardware.memory import available_memory
 from lila.models import describe
 from lila.tokenizer import Tokenizer
 

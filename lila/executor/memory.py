@@ -29,7 +29,6 @@ MB = 1 << 20
 GB = 1 << 30
 
 
-
 def streaming(memory: dict[str, int], low_memory: bool | None, available: int) -> tuple[bool, str | None]:
     """Whether weights stream from disk (low-memory mode), and the notice to print when
     that was decided here rather than asked for. low_memory: True or False forces the

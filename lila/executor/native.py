@@ -28,7 +28,7 @@ EMBED_TYPES = KERNEL_TYPES | {0, 1}   # F32, F16 rows are looked up directly
 
 
 class NativeBackend:
-    """Runs a plan with the kernels of one family ("avx2", "avx512", "avx512-vnni")."""
+    """Runs a plan with the kernels of one family ("avx2", "avx512-vnni", "neon", ...)."""
 
     def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int,
                  family: str, threads: int, spill: SpillFile | None = None):

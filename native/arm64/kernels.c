@@ -5,7 +5,6 @@
  * use sdot (ARMv8.2 dot-product extension: Cortex-A76, the Raspberry Pi 5), and takes
  * every other kernel from neon.
  */
-#include <string.h>
 #include "lila_manifest.h"
 
 TYPED_OPS(gemv, neon)
@@ -15,30 +14,22 @@ TYPED_OPS(gemm, neondot)
 EMBED_OPS(neon)
 ROW_OPS(neon)
 
-static lila_kernels neon, neondot;
+static lila_kernels tables[2];
 
-static void fill_tables(void)
+size_t lila_fill_kernel_tables(const lila_kernels **filled)
 {
-    neon.name = "neon";
-    FILL_TYPED((&neon), gemv, neon, neon)
-    FILL_TYPED((&neon), gemm, neon, neon)
-    FILL_ROW((&neon), neon, neon)
-    FILL_EMBED((&neon), neon)
+    lila_kernels *neon = &tables[0], *neondot = &tables[1];
+    neon->name = "neon";
+    FILL_TYPED(neon, gemv, neon, neon)
+    FILL_TYPED(neon, gemm, neon, neon)
+    FILL_ROW(neon, neon, neon)
+    FILL_EMBED(neon, neon)
 
-    neondot = neon;
-    neondot.name = "neon-dotprod";
-    FILL_TYPED((&neondot), gemv, neondot, neon)
-    FILL_TYPED((&neondot), gemm, neondot, neon)
-}
+    *neondot = *neon;
+    neondot->name = "neon-dotprod";
+    FILL_TYPED(neondot, gemv, neondot, neon)
+    FILL_TYPED(neondot, gemm, neondot, neon)
 
-const lila_kernels *lila_kernel_table(const char *family)
-{
-    static int filled;
-    if (!filled) {   /* called from Python before any thread starts */
-        fill_tables();
-        filled = 1;
-    }
-    if (strcmp(family, neon.name) == 0) return &neon;
-    if (strcmp(family, neondot.name) == 0) return &neondot;
-    return NULL;
+    *filled = tables;
+    return sizeof tables / sizeof tables[0];
 }

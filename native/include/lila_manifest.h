@@ -9,6 +9,10 @@
 #define LILA_MANIFEST_H
 #include "lila_kernels.h"
 
+/* Fills the architecture's tables, once (native/common/kernel_table.c looks them up by
+ * name): points *filled at them and returns how many there are. */
+size_t lila_fill_kernel_tables(const lila_kernels **filled);
+
 #define TYPED_OPS(op, isa)                                                  \
     extern lila_matmul_fn lila_##op##_q4_0_##isa __attribute__((weak));     \
     extern lila_matmul_fn lila_##op##_q4_1_##isa __attribute__((weak));     \
