@@ -15,7 +15,9 @@ kernel family Lila picks on it, and fails if that is not the family the CPU shou
 After them, `lila run` answers a question with the default model on that CPU.
 
 What it needs, installed on first use (as root, with apt-get) and kept under build/arm64:
-Debian's cross compiler (gcc-aarch64-linux-gnu) and qemu-user; an ARM64 Python from
+Debian's cross compiler with the aarch64 C library headers (gcc-aarch64-linux-gnu,
+libc6-dev-arm64-cross: checked by building a probe library, not by the compiler's name)
+and qemu-user; an ARM64 Python from
 Debian's arm64 packages (unpacked, not installed); and the ARM64 wheels of Lila's runtime
 dependencies and pytest, from PyPI.
 """
@@ -50,7 +52,23 @@ DESELECT = ["tests/test_hardware.py::test_every_backend_has_an_executor"]
 QUESTION, ANSWER = "Name the capital of France.", "Paris"
 
 CROSS_CC = "aarch64-linux-gnu-gcc"
-HOST_PACKAGES = {CROSS_CC: "gcc-aarch64-linux-gnu", "qemu-aarch64": "qemu-user"}
+# The cross compiler alone has no C library headers: libc6-dev-arm64-cross brings them
+# (and crt files, libm, libpthread to link against). A machine may have the first
+# without the second, so what is checked is a build, not a program's name.
+CROSS_PACKAGES = ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"]
+QEMU_PACKAGE = "qemu-user"
+# Every system header the native sources include, linked as the build links the library.
+CROSS_PROBE = """#include <dlfcn.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+double lila_probe(double x) { return sqrt(x) + (double)sched_yield(); }
+"""
 # Python 3.11 and the shared libraries it and the wheels load (Debian 12, arm64).
 PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
                    "libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libexpat1", "libffi8",
@@ -82,12 +100,37 @@ def apt_get(*args: str) -> None:
     run(["apt-get", *args], env=env)
 
 
+def cross_build_problem() -> str | None:
+    """Why the cross compiler cannot build the library here, or None if it can: a small
+    shared library using every system header the native sources include."""
+    if shutil.which(CROSS_CC) is None:
+        return f"{CROSS_CC} is not installed"
+    WORK.mkdir(parents=True, exist_ok=True)
+    probe = WORK / "probe.c"
+    probe.write_text(CROSS_PROBE)
+    result = subprocess.run([CROSS_CC, "-std=c11", "-D_GNU_SOURCE", "-pthread", "-shared",
+                             "-fPIC", "-o", str(WORK / "probe.so"), str(probe), "-lm"],
+                            capture_output=True, text=True)
+    if result.returncode == 0:
+        return None
+    lines = result.stderr.strip().splitlines() or ["it printed nothing"]
+    return next((line for line in lines if "error" in line), lines[0])
+
+
 def ensure_host_tools() -> None:
-    missing = [package for tool, package in HOST_PACKAGES.items() if shutil.which(tool) is None]
+    problem = cross_build_problem()
+    missing = list(CROSS_PACKAGES) if problem else []
+    if shutil.which("qemu-aarch64") is None:
+        missing.append(QEMU_PACKAGE)
     if missing:
+        if problem:
+            print(f"the aarch64 cross build cannot run ({problem})", flush=True)
         print(f"installing {' '.join(missing)} (apt-get)", flush=True)
         apt_get("update", "-q")
         apt_get("install", "-y", "-q", "--no-install-recommends", *missing)
+    if problem := cross_build_problem():
+        raise SetupError(f"{CROSS_CC} cannot build a shared library even with "
+                         f"{' and '.join(CROSS_PACKAGES)} installed: {problem}")
 
 
 def ensure_sysroot() -> None:
