@@ -16,9 +16,7 @@ import pytest
 from lila.hardware import detect
 from lila.hardware.backends import supported_families
 from lila.native import library
-
-# The layout of lila_q8 (native/include/lila_kernels.h).
-Q8 = np.dtype([("d", "<f4"), ("s", "<f4"), ("qs", "i1", 32)])
+from lila.native.abi import Q8_DTYPE as Q8   # lila_q8, as native/include/lila_kernels.h lays it out
 NATIVE_FAMILIES = ("avx2", "avx512", "avx512-vnni", "neon", "neon-dotprod")
 
 

@@ -41,7 +41,7 @@ import pytest
 from kernel_reference import (dequantize_q8, family_params, guarded, nmse, pointer,
                               quantize_q8)
 from lila.formats.quants import BLOCK_SIZE, TYPE_SIZE, GGMLType, dequantize
-from lila.native import library
+from lila.native import abi, library
 
 EXACT_NMSE = 1e-10
 FP32_NMSE = 1e-3
@@ -147,6 +147,10 @@ WEIGHT_TYPES: dict[GGMLType, WeightType] = {
     GGMLType.Q4_K: WeightType(random_q4_k, (8, 16, 24), K_LONG_NB, K_LONG_ROWS, strict=True),
     GGMLType.Q6_K: WeightType(random_q6_k, (8, 16, 24), K_LONG_NB, K_LONG_ROWS, strict=True),
 }
+
+
+def test_every_matmul_type_of_the_abi_has_its_cases():
+    assert set(WEIGHT_TYPES) == abi.MATMUL_TYPES
 
 
 # --- calling a kernel ------------------------------------------------------------------------

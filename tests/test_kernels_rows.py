@@ -23,6 +23,7 @@ from gguf_mutations import random_blocks
 from kernel_reference import Q8, family_params, guarded, nmse, pointer, quantize_q8
 from lila.formats.quants import BLOCK_SIZE, TYPE_SIZE, GGMLType, dequantize
 from lila.native import library
+from lila.native.abi import WEIGHT_TYPES
 
 SIZES = [1, 7, 31, 32, 33, 96, 576, 1000]
 Q8_SIZES = [32, 96, 576, 1024, 4096]
@@ -287,8 +288,7 @@ def test_to_f16_bit_exact(kernels, n):
 
 # --- embed ---------------------------------------------------------------------------
 
-EMBED_TYPES = [GGMLType.F32, GGMLType.F16, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0,
-               GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K]
+EMBED_TYPES = sorted(WEIGHT_TYPES)   # every type of the kernel ABI has an embedding lookup
 
 
 def embed_sizes(t: GGMLType) -> list[int]:

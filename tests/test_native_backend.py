@@ -145,12 +145,11 @@ def test_smollm2_greedy_chat_on_the_default_backend(smollm2):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_kernel_of_the_family_is_built(family):
-    from lila.executor.weights import KERNEL_TYPES
-    from lila.formats.quants import GGMLType
     from lila.native import library
+    from lila.native.abi import MATMUL_TYPES, WEIGHT_TYPES
     symbols = library().kernel_symbols(family)
-    typed = [f"{op}[{GGMLType(t).name}]" for t in KERNEL_TYPES for op in ("gemv", "gemm", "embed")]
-    typed += ["embed[F32]", "embed[F16]"]
+    typed = [f"{op}[{t.name}]" for t in MATMUL_TYPES for op in ("gemv", "gemm")]
+    typed += [f"embed[{t.name}]" for t in WEIGHT_TYPES]
     missing = [e for e in typed if e not in symbols] + [e for e, s in symbols.items() if s is None]
     assert not missing
 

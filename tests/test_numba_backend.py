@@ -40,10 +40,11 @@ import lila
 from kernel_reference import dequantize_q8, nmse, quantize_q8
 from lila.executor import numba_kernels as kernels
 from lila.executor.numba_backend import NumbaBackend
-from lila.executor.weights import KERNEL_TYPES, matmul_weight, quantize_q8_0
+from lila.executor.weights import matmul_weight, quantize_q8_0
 from lila.formats.gguf import GGUFFile
 from lila.formats.quants import BLOCK_SIZE, TYPE_SIZE, GGMLType, dequantize
 from lila.models import describe
+from lila.native.abi import MATMUL_TYPES
 
 EXACT_NMSE = 1e-10
 FP32_NMSE = 1e-3
@@ -134,11 +135,11 @@ def test_quantize_q8_is_exact(rows, width):
     assert (d[-1] == -1).all() and (qs[-1] == 99).all()   # rows past n untouched
 
 
-@pytest.mark.parametrize("ggml_type", [T.F32, T.F16, *sorted(KERNEL_TYPES)], ids=lambda t: t.name)
+@pytest.mark.parametrize("ggml_type", [T.F32, T.F16, *sorted(MATMUL_TYPES)], ids=lambda t: t.name)
 def test_embed_is_exact(ggml_type):
     rng = np.random.default_rng(int(ggml_type))
     width, vocab = (768 if ggml_type in (T.Q4_K, T.Q6_K) else 544), 11
-    if ggml_type in KERNEL_TYPES:
+    if ggml_type in MATMUL_TYPES:
         table = random_weights(rng, ggml_type, vocab, width)
     else:
         values = rng.standard_normal((vocab, width)).astype(np.float32)
@@ -154,7 +155,7 @@ def test_embed_is_exact(ggml_type):
 
 # --- matrix products --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ggml_type", sorted(KERNEL_TYPES), ids=lambda t: t.name)
+@pytest.mark.parametrize("ggml_type", sorted(MATMUL_TYPES), ids=lambda t: t.name)
 @pytest.mark.parametrize("rows", (1, 7, 33))
 def test_matmul_matches_dequantized_weights(ggml_type, rows):
     """Every token range reaches both paths (GEMV under GEMM_MIN_TOKENS tokens), starting
@@ -319,7 +320,7 @@ def mixed_gguf(tmp_path_factory) -> GGUFFile:
 def test_matmul_weight_maps_or_converts(mixed_gguf, name):
     ggml_type, rows = matmul_weight(mixed_gguf, name)
     assert rows.shape[0] == 5 and not rows.flags.writeable
-    if T[name] in KERNEL_TYPES:
+    if T[name] in MATMUL_TYPES:
         assert ggml_type == T[name]
         assert np.shares_memory(rows, mixed_gguf.tensor_bytes(name))
     else:

@@ -19,12 +19,10 @@ import numpy as np
 from lila.errors import LilaError
 from lila.executor.plan import Op, Plan
 from lila.executor.memory import CONVERTED, MAPPED
-from lila.executor.weights import KERNEL_TYPES, SpillFile, matmul_weight
+from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile, matmul_weight
 from lila.formats.gguf import GGUFFile
 from lila.native import library
-
-Q8_DTYPE = np.dtype([("d", "<f4"), ("s", "<f4"), ("qs", "i1", 32)])   # lila_q8
-EMBED_TYPES = KERNEL_TYPES | {0, 1}   # F32, F16 rows are looked up directly
+from lila.native.abi import MATMUL_TYPES, Q8_DTYPE, Q8_VALUES, WEIGHT_TYPES
 
 
 class NativeBackend:
@@ -44,7 +42,16 @@ class NativeBackend:
         program = _Compiler(plan, gguf, native, n_ctx=n_ctx, max_batch=self.max_batch,
                             spill=spill).compile()
         self._program = program
-        missing = [entry for entry, symbol in self._kernel_entries(program.used).items() if not symbol]
+        # the kernels each op calls, as the executor itself chooses them
+        self._used: dict[str, str | None] = {}
+        for i in range(program.struct.n_ops):
+            slots = native.op_kernels(program.struct.ops + i)
+            if slots is None:
+                raise LilaError(f"the native executor cannot run op {i} of the plan "
+                                f"({program.kinds[i].lower()})")
+            for slot in slots:
+                self._used[native.entry_name(slot)] = native.symbol(native.kernel_at(kernels, slot))
+        missing = sorted(entry for entry, symbol in self._used.items() if symbol is None)
         if missing:
             raise LilaError(f"the {family} kernels lack {', '.join(missing)}; rebuild with "
                             f"`python -m lila.native.build`")
@@ -57,30 +64,26 @@ class NativeBackend:
         self._tokens_ptr = native.ffi.cast("int32_t *", native.ffi.from_buffer(self._tokens))
         self.logits_buffer = program.buffers[plan.logits]
         self.converted = program.converted
-        self._used = program.used
 
     def kernel_names(self) -> dict[str, str]:
         """Each kernel this model runs ("gemv[Q4_1]") and the symbol that implements it
-        ("lila_gemv_q4_1_avx2"), as the library reports it."""
-        return self._kernel_entries(self._used)
-
-    def _kernel_entries(self, used: set[str]) -> dict[str, str | None]:
-        symbols = self.native.kernel_symbols(self.family)
-        return {entry: symbols.get(entry) for entry in sorted(used)}
+        ("lila_gemv_q4_1_avx2"), as the executor and the library report them."""
+        return dict(sorted(self._used.items()))
 
     @staticmethod
     def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:
         max_batch = min(max_batch, n_ctx)
         matmul_weights = {w for op in plan.ops if op.kind in ("linear", "embed") for w in op.weights[:1]}
         converted = sum(_q8_0_bytes(weights[w].shape) for w in matmul_weights
-                        if int(weights[w].ggml_type) not in KERNEL_TYPES
+                        if weights[w].ggml_type not in MATMUL_TYPES
                         and not _embed_only(plan, w, weights))
         return {
             MAPPED: sum(info.nbytes for info in weights.values()),
             CONVERTED: converted,
             "KV cache (fp16)": sum(2 * 2 * n_ctx * kv.n_kv_heads * kv.head_dim for kv in plan.kv),
-            # fp32 rows, and their quantized copies (one lila_q8 per 32 values)
-            "activations": sum(max_batch * width * 4 + max_batch * width // 32 * Q8_DTYPE.itemsize
+            # fp32 rows, and their quantized copies (one lila_q8 per Q8_VALUES values)
+            "activations": sum(max_batch * width * 4
+                               + max_batch * width // Q8_VALUES * Q8_DTYPE.itemsize
                                for width in plan.widths.values()),
         }
 
@@ -101,13 +104,13 @@ class NativeBackend:
 
 
 def _q8_0_bytes(shape: tuple[int, ...]) -> int:
-    return math.prod(shape) // 32 * 34
+    return math.prod(shape) // Q8_0_BLOCK_VALUES * Q8_0_BLOCK_BYTES
 
 
 def _embed_only(plan: Plan, name: str, weights: dict) -> bool:
     """An embedding table no matmul uses and whose type can be looked up as it is."""
     used_by_linear = any(op.kind == "linear" and op.weights[0] == name for op in plan.ops)
-    return not used_by_linear and int(weights[name].ggml_type) in EMBED_TYPES
+    return not used_by_linear and weights[name].ggml_type in WEIGHT_TYPES
 
 
 @dataclass
@@ -115,7 +118,7 @@ class _Program:
     struct: object               # lila_program *
     buffers: dict[str, np.ndarray]
     converted: dict[str, str]    # weight name -> what it was converted from
-    used: set[str]               # kernel table entries the program calls
+    kinds: list[str]             # each op's kind ("MATMUL")
     keepalive: list
 
 
@@ -132,7 +135,6 @@ class _Compiler:
         self.vectors: dict[str, np.ndarray] = {}
         self.converted: dict[str, str] = {}
         self.ropes: list[tuple] = []
-        self.used: set = set()
         self.k_cache = [np.zeros((n_ctx, kv.n_kv_heads * kv.head_dim), np.uint16) for kv in plan.kv]
         self.v_cache = [np.zeros(k.shape, k.dtype) for k in self.k_cache]   # calloc: no memset
 
@@ -147,11 +149,11 @@ class _Compiler:
 
     def q8_of(self, buffer: str):
         width = self.plan.widths[buffer]
-        if width % 32:
-            raise LilaError(f"the native backend needs matmul inputs in multiples of 32 "
+        if width % Q8_VALUES:
+            raise LilaError(f"the native backend needs matmul inputs in multiples of {Q8_VALUES} "
                             f"values; this model has {width}")
         if buffer not in self.q8:
-            self.q8[buffer] = np.zeros((self.max_batch, width // 32), Q8_DTYPE)
+            self.q8[buffer] = np.zeros((self.max_batch, width // Q8_VALUES), Q8_DTYPE)
         return self.ptr(self.q8[buffer], "lila_q8 *")
 
     def matrix(self, name: str) -> tuple[int, np.ndarray]:
@@ -195,7 +197,7 @@ class _Compiler:
                 if x not in quantized:
                     emitted.append(self.op("QUANTIZE", in_=self.fp32(x), in_stride=self.plan.widths[x],
                                            width=self.plan.widths[x], q8=self.q8_of(x),
-                                           q8_stride=self.plan.widths[x] // 32))
+                                           q8_stride=self.plan.widths[x] // Q8_VALUES))
                     quantized.add(x)
                 consumed = self.matmul(i, group, emitted)
                 quantized -= {o.out for o in ops[i:i + consumed]}
@@ -205,7 +207,7 @@ class _Compiler:
                 emitted.append(self.op("RMSNORM_Q8", in_=self.fp32(op.ins[0]),
                                        in_stride=self.plan.widths[op.ins[0]],
                                        width=self.plan.widths[op.out], q8=self.q8_of(op.out),
-                                       q8_stride=self.plan.widths[op.out] // 32,
+                                       q8_stride=self.plan.widths[op.out] // Q8_VALUES,
                                        table=self.vector(op.weights[0]), eps=op.attrs["eps"]))
                 quantized.add(op.out)
             else:
@@ -255,8 +257,8 @@ class _Compiler:
             consumed += 1
         if group[0].attrs["last_row_only"]:
             flags |= self.lib_const("LAST_ROW_ONLY")
-        emitted.append(self.op("MATMUL", flags=flags, q8=self.q8_of(x), q8_stride=widths[x] // 32,
-                               nb=widths[x] // 32, parts=parts, n_parts=len(parts)))
+        emitted.append(self.op("MATMUL", flags=flags, q8=self.q8_of(x), q8_stride=widths[x] // Q8_VALUES,
+                               nb=widths[x] // Q8_VALUES, parts=parts, n_parts=len(parts)))
         return consumed
 
     def types_of(self, group: list[Op]) -> list[int]:
@@ -264,9 +266,9 @@ class _Compiler:
 
     def part(self, op: Op) -> dict:
         ggml_type, rows = self.matrix(op.weights[0])
-        width = self.plan.widths[op.ins[0]]
-        if rows.shape[0] != self.plan.widths[op.out] or rows.shape[1] * 32 < width:
-            raise LilaError(f"weight {op.weights[0]} does not match the plan")
+        shape = self.gguf.tensors[op.weights[0]].shape
+        if shape != (self.plan.widths[op.out], self.plan.widths[op.ins[0]]):
+            raise LilaError(f"weight {op.weights[0]} of shape {shape} does not match the plan")
         return {"w": self.ptr(rows, "void *"), "row_bytes": rows.shape[1], "rows": rows.shape[0],
                 "wtype": ggml_type,
                 "bias": self.vector(op.weights[1]) if len(op.weights) > 1 else self.ffi.NULL,
@@ -277,7 +279,7 @@ class _Compiler:
         if op.kind == "embed":
             name = op.weights[0]
             info = self.gguf.tensors[name]
-            if int(info.ggml_type) in EMBED_TYPES:
+            if info.ggml_type in WEIGHT_TYPES:
                 ggml_type, table = int(info.ggml_type), self.gguf.tensor_bytes(name).reshape(info.shape[0], -1)
             else:
                 ggml_type, table = self.matrix(name)
@@ -320,35 +322,17 @@ class _Compiler:
         return getattr(library().lib, "LILA_" + name)
 
     def op(self, kind: str, *, parts: list[dict] = (), **fields) -> dict:
-        self.used |= self.kernels_of(kind, fields.get("flags", 0), fields.get("wtype"), parts)
         fields["kind"] = self.lib_const("OP_" + kind)
+        fields["kind_name"] = kind
         if "in_" in fields:
             fields["in"] = fields.pop("in_")
         fields["parts"] = parts
         return fields
 
-    def kernels_of(self, kind: str, flags: int, wtype: int | None, parts: list[dict]) -> set[str]:
-        """The kernel table entries an op calls, named as Native.kernel_symbols names them."""
-        from lila.formats.quants import GGMLType
-        c = self.lib_const
-        act = "silu_mul" if flags & c("GLU_SILU") else "gelu_mul"
-        if kind == "MATMUL":
-            used = {f"{mm}[{GGMLType(p['wtype']).name}]" for p in parts for mm in ("gemv", "gemm")}
-            if flags & (c("GLU_SILU") | c("GLU_GELU")):
-                used.add(act)
-            if flags & c("ACCUMULATE") or any(p["bias"] != self.ffi.NULL for p in parts):
-                used.add("add")
-            return used
-        if kind == "EMBED":
-            return {f"embed[{GGMLType(wtype).name}]"}
-        return {"RMSNORM": {"rmsnorm"}, "RMSNORM_Q8": {"rmsnorm_q8"}, "QUANTIZE": {"quantize_q8"},
-                "ROPE": {"rope_neox" if flags & c("NEOX") else "rope_interleaved"},
-                "ATTENTION": {"to_f16", "attn_scores", "softmax", "attn_values"},
-                "GLU": {act}, "ADD": {"add"}}[kind]
-
     def finish(self, emitted: list[dict]):
         ffi = self.ffi
         ops = ffi.new("lila_op[]", len(emitted))
+        kinds = [fields.pop("kind_name") for fields in emitted]
         for i, fields in enumerate(emitted):
             parts = fields.pop("parts")
             for key, value in fields.items():
@@ -365,4 +349,4 @@ class _Compiler:
         program.ropes, program.n_ropes = ropes, len(self.ropes)
         program.max_batch, program.n_ctx = self.max_batch, self.n_ctx
         self.keep += [ops, ropes, self.k_cache, self.v_cache]
-        return _Program(program, self.buffers, self.converted, self.used, self.keep)
+        return _Program(program, self.buffers, self.converted, kinds, self.keep)

@@ -29,10 +29,9 @@ from lila.errors import LilaError
 from lila.executor import numba_kernels as kernels
 from lila.executor.plan import Op, Plan
 from lila.executor.memory import CONVERTED, MAPPED
-from lila.executor.weights import KERNEL_TYPES, Q8_0_BLOCK_BYTES, SpillFile, matmul_weight
+from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile, matmul_weight
 from lila.formats.gguf import GGUFFile
-
-Q8_BYTES_PER_BLOCK = 32 + 4 + 4      # a linear input's 8-bit copy: codes, then d and s
+from lila.native.abi import Q8_DTYPE, Q8_VALUES
 
 # step(n, pos0, all_logits): one op for a batch of n tokens at positions pos0..
 Step = Callable[[int, int, bool], None]
@@ -67,19 +66,21 @@ class NumbaBackend:
             if op.kind in ("linear", "embed"):
                 name = op.weights[0]
                 # embedding tables of other types are converted to Q8_0 as well
-                kept = KERNEL_TYPES if op.kind == "linear" else kernels.EMBED_TYPES
+                kept = kernels.MATMUL_TYPES if op.kind == "linear" else kernels.EMBED_TYPES
                 if weights[name].ggml_type not in kept:
                     converted.add(name)
         vectors = {w for op in plan.ops for w in op.weights if len(weights[w].shape) == 1}
         quantized = {op.ins[0] for op in plan.ops if op.kind == "linear"}
         return {
             MAPPED: sum(info.nbytes for info in weights.values()),
-            CONVERTED: sum(math.prod(weights[w].shape) // 32 * Q8_0_BLOCK_BYTES for w in converted),
+            CONVERTED: sum(math.prod(weights[w].shape) // Q8_0_BLOCK_VALUES * Q8_0_BLOCK_BYTES
+                           for w in converted),
             "weights (fp32 vectors)": sum(4 * math.prod(weights[w].shape) for w in vectors),
             "KV cache (fp16)": sum(2 * 2 * n_ctx * kv.n_kv_heads * kv.head_dim for kv in plan.kv),
             # fp32 rows, and the 8-bit copies of the rows linears read
             "activations": sum(4 * max_batch * width for width in plan.widths.values())
-            + sum(max_batch * plan.widths[b] // 32 * Q8_BYTES_PER_BLOCK for b in quantized),
+            # (the same bytes as lila_q8 blocks, kept as three arrays)
+            + sum(max_batch * plan.widths[b] // Q8_VALUES * Q8_DTYPE.itemsize for b in quantized),
         }
 
     def forward(self, tokens: np.ndarray, pos0: int, *, all_logits: bool = False) -> np.ndarray:
@@ -104,7 +105,7 @@ class NumbaBackend:
 
     def _matrix(self, name: str) -> tuple[int, np.ndarray]:
         if name not in self._matrices:
-            ggml_type, rows = matmul_weight(self.gguf, name, self.spill)
+            ggml_type, rows = matmul_weight(self.gguf, name, self.spill, kernels.MATMUL_TYPES)
             original = self.gguf.tensors[name].ggml_type
             if ggml_type != original:
                 self.converted[name] = original.name
@@ -120,11 +121,11 @@ class NumbaBackend:
 
     def _q8_of(self, buffer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         width = self.plan.widths[buffer]
-        if width % 32:
-            raise LilaError(f"the numba backend needs matmul inputs in multiples of 32 values; "
+        if width % Q8_VALUES:
+            raise LilaError(f"the numba backend needs matmul inputs in multiples of {Q8_VALUES} values; "
                             f"buffer {buffer!r} has {width}")
         if buffer not in self._q8:
-            blocks = (self.max_batch, width // 32)
+            blocks = (self.max_batch, width // Q8_VALUES)
             self._q8[buffer] = (np.zeros(blocks, np.float32), np.zeros(blocks, np.float32),
                                 np.zeros((self.max_batch, width), np.int8))
         return self._q8[buffer]

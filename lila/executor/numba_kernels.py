@@ -22,7 +22,8 @@ How the code is shaped by numba (each point measured, on x86-64 with AVX2):
     words), so the per-block helpers are inlined by numba (inline="always") and each
     weight type has its own loop over rows;
   - a kernel taking another kernel as an argument is never found in numba's on-disk
-    cache, so weight types are told apart by a branch on the type id, per tile of rows;
+    cache, so weight types are told apart by a branch on the type id, per tile of rows
+    (`_type_switch` writes the branches from the kernel ABI's type table);
   - compile time: a jitted function compiles the code of everything it calls again, and
     a parallel one twice more. So there are two parallel kernels (_matmul, attention),
     each calling serial ones, and matmul's choice of path is made in Python;
@@ -38,19 +39,16 @@ fp32 by the same expression, so a token's result does not depend on its batch.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from numba import njit, prange
 
-from lila.executor.weights import KERNEL_TYPES
 from lila.formats.quants import GGMLType
+from lila.native import abi
 
-# GGML type ids, as the kernels' branches compare them.
-F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K = (int(t) for t in (
-    GGMLType.F32, GGMLType.F16, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q8_0,
-    GGMLType.Q4_K, GGMLType.Q6_K))
-MATMUL_TYPES = frozenset(int(t) for t in KERNEL_TYPES)
-EMBED_TYPES = (F32, F16, *sorted(MATMUL_TYPES))
+# GGML type ids of the two types looked up without a decoder.
+F32, F16 = int(GGMLType.F32), int(GGMLType.F16)
 
 # From this many tokens on, decoding each weight row once and multiplying it by all
 # tokens (GEMM) beats decoding it again for each token (GEMV).
@@ -327,26 +325,6 @@ def _gemv_q6_k(w, lo, hi, xd, xs, xq, bias, out) -> None:
         _store(out, bias, r, acc)
 
 
-@_inline
-def _gemv_rows(wtype: int, w, lo: int, hi: int, xd, xs, xq, bias, out) -> None:
-    """out[r] = W[r] . X (+ bias[r]) for rows lo <= r < hi of wtype blocks (one of
-    MATMUL_TYPES), X one token's q8 row. (No error for other types: a raise would keep
-    the parallel loop it is inlined in from running in parallel.)"""
-    start, stop = _u64(lo), _u64(hi)
-    if wtype == Q4_0:
-        _gemv_q4_0(w, start, stop, xd, xs, xq, bias, out)
-    elif wtype == Q4_1:
-        _gemv_q4_1(w, start, stop, xd, xs, xq, bias, out)
-    elif wtype == Q5_0:
-        _gemv_q5_0(w, start, stop, xd, xs, xq, bias, out)
-    elif wtype == Q8_0:
-        _gemv_q8_0(w, start, stop, xd, xs, xq, bias, out)
-    elif wtype == Q4_K:
-        _gemv_q4_k(w, start, stop, xd, xs, xq, bias, out)
-    elif wtype == Q6_K:
-        _gemv_q6_k(w, start, stop, xd, xs, xq, bias, out)
-
-
 # --- weight rows -> codes, scales and offsets (the GEMM and the embedding lookup) -------------
 # Each decoder fills, for one row of blocks, weight[i] = scale[i // 32] * q[i] + offset[i // 32]
 # with q int16.
@@ -441,22 +419,40 @@ def _decode_q6_k(row, q, scale, offset) -> None:
                         q[b * _BLOCK + first + i] = code * sixteen
 
 
-@_inline
-def decode_row(wtype: int, row, q, scale, offset) -> None:
-    """One row of wtype blocks (one of MATMUL_TYPES) -> weight[i] = scale[i // 32] * q[i]
-    + offset[i // 32]."""
-    if wtype == Q4_0:
-        _decode_q4_0(row, q, scale, offset)
-    elif wtype == Q4_1:
-        _decode_q4_1(row, q, scale, offset)
-    elif wtype == Q5_0:
-        _decode_q5_0(row, q, scale, offset)
-    elif wtype == Q8_0:
-        _decode_q8_0(row, q, scale, offset)
-    elif wtype == Q4_K:
-        _decode_q4_k(row, q, scale, offset)
-    elif wtype == Q6_K:
-        _decode_q6_k(row, q, scale, offset)
+def _type_switch(name: str, params: str, prefix: str) -> Callable:
+    """The inlined function `name(wtype, params)` that calls `prefix + <type>(params)` for
+    wtype, for every MATMUL type of the kernel ABI (LILA_WEIGHT_TYPES in lila_kernels.h):
+    `if wtype == 2: _gemv_q4_0(...) elif ...`, the dispatch numba keeps inside a parallel
+    loop and caches. Written as source because numba cannot call a kernel taken from a
+    container. A type without its kernel here is left out: its weights reach these
+    kernels converted to Q8_0 (missing_kernels() names such types)."""
+    kernels = {int(t): globals()[prefix + t.name.lower()] for t in sorted(abi.MATMUL_TYPES)
+               if prefix + t.name.lower() in globals()}
+    lines = [f"def {name}(wtype, {params}):"]
+    for i, (type_id, kernel) in enumerate(kernels.items()):
+        lines += [f"    {'elif' if i else 'if'} wtype == {type_id}:",
+                  f"        {kernel.__name__}({params})"]
+    namespace = {kernel.__name__: kernel for kernel in kernels.values()}
+    exec("\n".join(lines if kernels else [*lines, "    pass"]), namespace)
+    return njit(nogil=True, inline="always")(namespace[name])
+
+
+def missing_kernels() -> list[str]:
+    """The ABI's MATMUL types numba has no _gemv_ or _decode_ kernel for."""
+    return [t.name for t in sorted(abi.MATMUL_TYPES)
+            if not all(prefix + t.name.lower() in globals() for prefix in ("_gemv_", "_decode_"))]
+
+
+# out[r] = W[r] . X (+ bias[r]) for rows lo <= r < hi of wtype blocks, X one token's q8 row.
+# (No error for other types: a raise would keep the parallel loop it is inlined in from
+# running in parallel.)
+_gemv_rows = _type_switch("_gemv_rows", "w, lo, hi, xd, xs, xq, bias, out", "_gemv_")
+# One row of wtype blocks -> weight[i] = scale[i // 32] * q[i] + offset[i // 32].
+decode_row = _type_switch("decode_row", "row, q, scale, offset", "_decode_")
+# The types both kernels handle, and those the embedding lookup reads.
+MATMUL_TYPES = frozenset(int(t) for t in abi.MATMUL_TYPES) - {
+    int(GGMLType[name]) for name in missing_kernels()}
+EMBED_TYPES = (F32, F16, *sorted(MATMUL_TYPES))
 
 
 # --- activations ------------------------------------------------------------------------------
@@ -550,7 +546,7 @@ def _matmul(wtype: int, w, xd, xs, xq, first: int, count: int, tokens_d, tokens_
             _gemm_rows(wtype, w, lo, hi, tokens_d, tokens_s, tokens_q, first, count, bias, out)
         else:
             for t in range(first, first + count):
-                _gemv_rows(wtype, w, lo, hi, xd[t], xs[t], xq[t], bias, out[t])
+                _gemv_rows(wtype, w, _u64(lo), _u64(hi), xd[t], xs[t], xq[t], bias, out[t])
 
 
 _NO_TOKENS = (np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32),

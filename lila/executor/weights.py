@@ -1,6 +1,7 @@
 """Weights as the matmul kernels take them, shared by the native and numba backends.
 
-Types with kernels are multiplied straight from the file's map, as rows of GGML blocks.
+Types with matmul kernels (lila.native.abi.MATMUL_TYPES, from the kernel ABI's header) are
+multiplied straight from the file's map, as rows of GGML blocks.
 Any other type is converted once, at load, to Q8_0: 8.5 bits per weight loses little
 against F16/BF16 or the rarer block types, and keeps every product an integer dot.
 The converted rows live in anonymous memory, or, in low-memory mode, in a SpillFile.
@@ -19,11 +20,10 @@ import numpy as np
 from lila.errors import LilaError
 from lila.formats.gguf import GGUFFile
 from lila.formats.quants import GGMLType, dequantize
+from lila.native.abi import MATMUL_TYPES, WEIGHT_TYPES
 
-KERNEL_TYPES: frozenset[GGMLType] = frozenset({
-    GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K})
-
-Q8_0_BLOCK_BYTES = 34
+Q8_0_BLOCK_VALUES = WEIGHT_TYPES[GGMLType.Q8_0].block_values
+Q8_0_BLOCK_BYTES = WEIGHT_TYPES[GGMLType.Q8_0].block_bytes
 # Values converted per step: bounds the fp32 temporaries to a few MiB.
 _CONVERT_CHUNK = 1 << 20
 
@@ -89,16 +89,17 @@ class SpillFile:
         return np.frombuffer(view, np.uint8).reshape(rows, row_bytes)
 
 
-def matmul_weight(gguf: GGUFFile, name: str, spill: SpillFile | None = None
-                  ) -> tuple[GGMLType, np.ndarray]:
+def matmul_weight(gguf: GGUFFile, name: str, spill: SpillFile | None = None,
+                  kept: frozenset[int] = MATMUL_TYPES) -> tuple[GGMLType, np.ndarray]:
     """A 2-D weight as (its type, uint8 array of its rows of blocks): a read-only view of
-    the map for KERNEL_TYPES, else a read-only Q8_0 copy made now, in spill if given."""
+    the map for the types in `kept` (the backend's matmul kernels), else a read-only Q8_0
+    copy made now, in spill if given."""
     info = gguf.tensors[name]
     if len(info.shape) != 2:
         raise LilaError(f"weight {name} has shape {info.shape}; a matmul needs 2 dimensions")
     rows, width = info.shape
     raw = gguf.tensor_bytes(name).reshape(rows, -1)
-    if info.ggml_type in KERNEL_TYPES:
+    if info.ggml_type in kept:
         return info.ggml_type, raw
     if width % 32:
         raise LilaError(f"weight {name} ({info.ggml_type.name}) has rows of {width} values, "

@@ -28,22 +28,47 @@ class Native:
 
     def kernel_symbols(self, family: str) -> dict[str, str | None]:
         """Every entry of the family's table ("gemv[Q4_1]", "rmsnorm") and the symbol that
-        implements it ("lila_gemv_q4_1_avx2"), None where the entry is empty."""
-        from lila.formats.quants import GGMLType
-        table, symbols = self.kernels(family), {}
+        implements it ("lila_gemv_q4_1_avx2"), None where the entry is empty. Type-indexed
+        entries are listed only where filled."""
+        table, pointer, symbols = self.kernels(family), self.ffi.sizeof("void *"), {}
         for field, info in self.ffi.typeof("lila_kernels").fields:
             if field == "name":
                 continue
-            entry = getattr(table, field)
-            if info.type.kind == "array":
-                for ggml_type in GGMLType:
-                    if int(ggml_type) < info.type.length and entry[ggml_type] != self.ffi.NULL:
-                        symbols[f"{field}[{ggml_type.name}]"] = self._symbol(entry[ggml_type])
-            else:
-                symbols[field] = self._symbol(entry) if entry != self.ffi.NULL else None
+            count = info.type.length if info.type.kind == "array" else 1
+            for i in range(count):
+                fn = self.kernel_at(table, info.offset + i * pointer)
+                if fn != self.ffi.NULL or count == 1:
+                    symbols[self.entry_name(info.offset + i * pointer)] = self.symbol(fn)
         return symbols
 
-    def _symbol(self, fn) -> str | None:
+    def entry_name(self, offset: int) -> str:
+        """The table entry at a byte offset in lila_kernels: "gemv[Q4_1]", "rmsnorm"."""
+        from lila.formats.quants import GGMLType
+        pointer = self.ffi.sizeof("void *")
+        for field, info in self.ffi.typeof("lila_kernels").fields:
+            if info.type.kind == "array" and 0 <= offset - info.offset < info.type.length * pointer:
+                index = (offset - info.offset) // pointer
+                type_name = GGMLType(index).name if index in GGMLType._value2member_map_ else index
+                return f"{field}[{type_name}]"
+            if offset == info.offset:
+                return field
+        raise ValueError(f"no kernel table entry at offset {offset}")
+
+    def kernel_at(self, table, offset: int):
+        """The function pointer at a byte offset in a kernel table (NULL if empty)."""
+        return self.ffi.cast("void **", self.ffi.cast("char *", table) + offset)[0]
+
+    def op_kernels(self, op) -> list[int] | None:
+        """The table entries (byte offsets) a compiled op calls, as the executor chooses
+        them; None for an op it cannot run."""
+        slots = self.ffi.new("size_t[]", self.lib.LILA_MAX_OP_KERNELS)
+        n = self.lib.lila_op_kernels(op, slots, len(slots))
+        return None if n < 0 else list(slots[0:n])
+
+    def symbol(self, fn) -> str | None:
+        """The symbol of a kernel (a function pointer), None for NULL."""
+        if fn == self.ffi.NULL:
+            return None
         name = self.lib.lila_kernel_name(self.ffi.cast("void *", fn))
         return None if name == self.ffi.NULL else self.ffi.string(name).decode()
 

@@ -23,6 +23,7 @@
 #define N       x1      /* elements, then blocks left */
 #define OUT     x2      /* next output float */
 
+#include "lila_abi.inc"           /* LILA_<TYPE>_BLOCK_BYTES: block sizes, from the build */
 #include "steps_neon.inc"
 
         .section .rodata
@@ -154,7 +155,7 @@
         sub     v3.16b, v3.16b, v29.16b
         deq32   2, 3, v1.s[0]
         .endm
-        EMBED_BLOCKS lila_embed_q4_0_neon, 5, 18, q4_0_setup, q4_0_block
+        EMBED_BLOCKS lila_embed_q4_0_neon, 5, LILA_Q4_0_BLOCK_BYTES, q4_0_setup, q4_0_block
 
 /* ---- q4_1: 20-byte blocks {f16 d; f16 m; u8 qs[16]}, nibbles as q4_0;
  * v = (d * q) + m ---------------------------------------------------------------------- */
@@ -166,7 +167,7 @@
         nibbles 0, 2, 3
         deq32   2, 3, v1.s[0], fadd, v4
         .endm
-        EMBED_BLOCKS lila_embed_q4_1_neon, 5, 20, nibble_setup, q4_1_block
+        EMBED_BLOCKS lila_embed_q4_1_neon, 5, LILA_Q4_1_BLOCK_BYTES, nibble_setup, q4_1_block
 
 /* ---- q5_0: 22-byte blocks {f16 d; u32 qh; u8 qs[16]}; nibbles as q4_0, bit e of qh
  * (little endian) is the fifth bit of element e; v = d * (q - 16) -------------------- */
@@ -194,7 +195,7 @@
         sub     v3.16b, v3.16b, v25.16b
         deq32   2, 3, v1.s[0]
         .endm
-        EMBED_BLOCKS lila_embed_q5_0_neon, 5, 22, q5_0_setup, q5_0_block
+        EMBED_BLOCKS lila_embed_q5_0_neon, 5, LILA_Q5_0_BLOCK_BYTES, q5_0_setup, q5_0_block
 
 /* ---- q8_0: 34-byte blocks {f16 d; i8 qs[32]}; v = q * d --------------------------- */
         .macro  q8_0_block
@@ -203,7 +204,7 @@
         ldur    q3, [ROW, #18]
         deq32   2, 3, v1.s[0]
         .endm
-        EMBED_BLOCKS lila_embed_q8_0_neon, 5, 34, , q8_0_block
+        EMBED_BLOCKS lila_embed_q8_0_neon, 5, LILA_Q8_0_BLOCK_BYTES, , q8_0_block
 
 /* ---- q4_k: 144-byte super-blocks of 256 {f16 d; f16 dmin; u8 scales[12]; u8 qs[128]}.
  * Sub-block 2c + k (c < 4) is nibble k of qs[32c .. 32c + 32); its 6-bit scale sc and
@@ -263,7 +264,7 @@
         q4_k_group 80, DSC1, DMN1, 0
         q4_k_group 112, DSC1, DMN1, 2
         .endm
-        EMBED_BLOCKS lila_embed_q4_k_neon, 8, 144, nibble_setup, q4_k_block
+        EMBED_BLOCKS lila_embed_q4_k_neon, 8, LILA_Q4_K_BLOCK_BYTES, nibble_setup, q4_k_block
 #undef DSC0
 #undef DSC1
 #undef DMN0
@@ -340,6 +341,6 @@
         .macro  q6_k_teardown
         ldr     d8, [sp], #16
         .endm
-        EMBED_BLOCKS lila_embed_q6_k_neon, 8, 210, q6_k_setup, q6_k_block, q6_k_teardown
+        EMBED_BLOCKS lila_embed_q6_k_neon, 8, LILA_Q6_K_BLOCK_BYTES, q6_k_setup, q6_k_block, q6_k_teardown
 
         .section .note.GNU-stack, "", %progbits

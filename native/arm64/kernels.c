@@ -7,12 +7,8 @@
  */
 #include "lila_manifest.h"
 
-TYPED_OPS(gemv, neon)
-TYPED_OPS(gemm, neon)
-TYPED_OPS(gemv, neondot)
-TYPED_OPS(gemm, neondot)
-EMBED_OPS(neon)
-ROW_OPS(neon)
+DECLARE_KERNELS(neon)
+DECLARE_KERNELS(neondot)
 
 static lila_kernels tables[2];
 
@@ -20,15 +16,11 @@ size_t lila_fill_kernel_tables(const lila_kernels **filled)
 {
     lila_kernels *neon = &tables[0], *neondot = &tables[1];
     neon->name = "neon";
-    FILL_TYPED(neon, gemv, neon, neon)
-    FILL_TYPED(neon, gemm, neon, neon)
-    FILL_ROW(neon, neon, neon)
-    FILL_EMBED(neon, neon)
+    FILL_LAYER(neon, neon)
 
     *neondot = *neon;
     neondot->name = "neon-dotprod";
-    FILL_TYPED(neondot, gemv, neondot, neon)
-    FILL_TYPED(neondot, gemm, neondot, neon)
+    FILL_LAYER(neondot, neondot)
 
     *filled = tables;
     return sizeof tables / sizeof tables[0];

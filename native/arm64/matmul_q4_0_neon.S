@@ -30,6 +30,9 @@
         fmov    v30.4s, #-8.0
 .endm
 
+#if LILA_Q4_0_BLOCK_BYTES != 2 + 16
+#error "ROW_LOAD steps p over a Q4_0 block as f16 d, 16 bytes of nibbles"
+#endif
 .macro ROW_LOAD r, p, lo, hi
         GATHER16 \r, \p                 /* d */
         ldr     q\lo, [\p], #16

@@ -43,6 +43,9 @@
 .endif
 .endm
 
+#if LILA_Q4_1_BLOCK_BYTES != 4 + 16
+#error "ROW_LOAD steps p over a Q4_1 block as f16 d and m, 16 bytes of nibbles"
+#endif
 .macro ROW_LOAD r, p, lo, hi
         GATHER32 \r, \p                 /* d, m */
         ldr     q\lo, [\p], #16

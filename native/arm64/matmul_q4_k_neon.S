@@ -47,9 +47,9 @@
  *   v6 v7 v12 v13 the widened scales, v4 v9-v11 v14 temporaries; x9-x12.
  */
 
-#define SB_BYTES  144
+#define SB_BYTES  LILA_Q4_K_BLOCK_BYTES
 #define K_NR      4
-#define XQ_OFF    8         /* XQk: the codes of the superblock's first block */
+#define XQ_OFF    LILA_Q8_QS  /* XQk: the codes of the superblock's first block */
 #define M4        v8
 
 #include "matmul_k_neon.inc"
@@ -106,8 +106,8 @@
 
 /* a column of the gemm: its activations, against the codes in v4-v7 */
 .macro Q4K_COL c, xq, al, ah, s0, s1
-        ld1     {v0.16b, v1.16b}, [\xq], X40
-        ld1     {v2.16b, v3.16b}, [\xq], X40
+        ld1     {v0.16b, v1.16b}, [\xq], XBLOCK
+        ld1     {v2.16b, v3.16b}, [\xq], XBLOCK
         Q4K_DOTS \c, 4, 5, 6, 7, \al, \ah, \s0, \s1
 .endm
 
@@ -163,8 +163,8 @@
 .macro K_SB nr, nc
         .irp c, 0, 1, 2, 3
         .if \nc == 1                            /* the pass's rows: activations once */
-        ld1     {v0.16b, v1.16b}, [XQ0], X40
-        ld1     {v2.16b, v3.16b}, [XQ0], X40
+        ld1     {v0.16b, v1.16b}, [XQ0], XBLOCK
+        ld1     {v2.16b, v3.16b}, [XQ0], XBLOCK
         Q4K_ROW \c, P0, 4, 5, 6, 7, 24, 25, 16, 17
         .if \nr > 1
         Q4K_ROW \c, P1, 12, 13, 14, 15, 26, 27, 18, 19

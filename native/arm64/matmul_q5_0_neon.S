@@ -45,6 +45,9 @@
         ldr     q25, [CNT, #32]         /* hi */
 .endm
 
+#if LILA_Q5_0_BLOCK_BYTES != 2 + 4 + 16
+#error "ROW_LOAD steps p over a Q5_0 block as f16 d, u32 qh, 16 bytes of nibbles"
+#endif
 .macro ROW_LOAD r, p, lo, hi
         GATHER16 \r, \p                 /* d */
         ldr     s7, [\p], #4            /* qh */

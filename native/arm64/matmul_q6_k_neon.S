@@ -54,10 +54,10 @@
  *   M30 (0x30 bytes); v28-v31 the fp32 accumulators.
  */
 
-#define SB_BYTES  210
+#define SB_BYTES  LILA_Q6_K_BLOCK_BYTES
 #define K_NR      2
-#define XQ_OFF    160       /* XQk: the superblock's activations + 160, the middle, so that
-                             * every code of its 8 blocks is within ldur's 256-byte reach */
+#define XQ_OFF    (SBX / 2) /* XQk: the superblock's activations + SBX / 2, the middle, so
+                             * that every code of its 8 blocks is within ldur's 256-byte reach */
 #define M3        v26
 #define M30       v27
 
@@ -102,7 +102,7 @@
 /* unit (h, s)'s activations of column \xq: group 4h + t to v(t) */
 .macro Q6K_ACT xq, h, s
         .irp t, 0, 1, 2, 3
-        ldur    q\t, [\xq, #(8 + Q8_BYTES * (4 * \h + \t) + 16 * \s - XQ_OFF)]
+        ldur    q\t, [\xq, #(LILA_Q8_QS + LILA_Q8_BYTES * (4 * \h + \t) + 16 * \s - XQ_OFF)]
         .endr
 .endm
 

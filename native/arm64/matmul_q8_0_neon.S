@@ -24,6 +24,9 @@
 .macro TYPE_CONSTS
 .endm
 
+#if LILA_Q8_0_BLOCK_BYTES != 2 + 32
+#error "ROW_LOAD steps p over a Q8_0 block as f16 d, 32 int8"
+#endif
 .macro ROW_LOAD r, p, lo, hi
         GATHER16 \r, \p                 /* d */
         ldp     q\lo, q\hi, [\p], #32

@@ -7,6 +7,7 @@
  * on a condition variable, so an idle model costs no CPU.
  */
 #include <math.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -22,7 +23,10 @@
 #endif
 #include "lila_executor.h"
 
+#define Q8_VALUES (sizeof ((lila_q8 *)0)->qs)   /* activations per lila_q8 block */
+
 enum {
+    MAX_PARTS = 3,          /* lila_op.parts */
     ROW_TILE = 64,          /* rows a thread multiplies into scratch before combining */
     SPIN_BEFORE_YIELD = 1 << 12,
     SPIN_BEFORE_SLEEP = 1 << 16,
@@ -87,6 +91,108 @@ static void share(size_t total, int tid, int nt, size_t align, size_t *lo, size_
 
 static const lila_kernels *K(const lila_ctx *ctx) { return ctx->prog.kernels; }
 
+/* -- which kernels an op calls --------------------------------------------------------
+ * A kernel is named by its place in the table (its byte offset in lila_kernels), which
+ * is what lila_op_kernels reports. Where an op picks among kernels, the run_ functions
+ * and lila_op_kernels pick with the same function below. */
+
+typedef void any_fn(void);
+
+#define SLOT(field) offsetof(lila_kernels, field)
+#define TYPED_SLOT(field, wtype) (offsetof(lila_kernels, field) + (size_t)(wtype) * sizeof(any_fn *))
+
+static any_fn *kernel_at(const lila_kernels *k, size_t slot)
+{
+    any_fn *fn;
+    memcpy(&fn, (const char *)k + slot, sizeof fn);
+    return fn;
+}
+
+static size_t matmul_slot(int32_t wtype, size_t cols)
+{
+    return cols == 1 ? TYPED_SLOT(gemv, wtype) : TYPED_SLOT(gemm, wtype);
+}
+
+static size_t glu_slot(int32_t flags)
+{
+    return (flags & LILA_GLU_SILU) ? SLOT(silu_mul) : SLOT(gelu_mul);
+}
+
+static size_t rope_slot(int32_t flags)
+{
+    return (flags & LILA_NEOX) ? SLOT(rope_neox) : SLOT(rope_interleaved);
+}
+
+/* Values and bytes per block of each weight type with kernels; {0, 0} for the others. */
+#define BLOCK_OF(NAME, name, id, values, bytes, kernels, ...) [id] = {values, bytes},
+static const struct { size_t values, bytes; } blocks[LILA_NTYPES] = { LILA_WEIGHT_TYPES(BLOCK_OF, 0) };
+
+/* Whether rows of `width` values of wtype take exactly row_bytes. */
+static int rows_fit(int32_t wtype, size_t width, size_t row_bytes)
+{
+    if (wtype < 0 || wtype >= LILA_NTYPES || blocks[wtype].values == 0) return 0;
+    size_t values = blocks[wtype].values;
+    return width % values == 0 && row_bytes == width / values * blocks[wtype].bytes;
+}
+
+int lila_op_kernels(const lila_op *op, size_t *slots, size_t max)
+{
+    size_t n = 0, found[LILA_MAX_OP_KERNELS];
+    switch (op->kind) {
+    case LILA_OP_EMBED:
+        if (!rows_fit(op->wtype, op->width, op->table_row_bytes)) return -1;
+        found[n++] = TYPED_SLOT(embed, op->wtype);
+        break;
+    case LILA_OP_RMSNORM:
+        if (op->heads < 1 || op->width % (size_t)op->heads) return -1;
+        found[n++] = SLOT(rmsnorm);
+        break;
+    case LILA_OP_RMSNORM_Q8: found[n++] = SLOT(rmsnorm_q8); break;
+    case LILA_OP_QUANTIZE: found[n++] = SLOT(quantize_q8); break;
+    case LILA_OP_MATMUL: {
+        int glu = op->flags & (LILA_GLU_SILU | LILA_GLU_GELU), add = op->flags & LILA_ACCUMULATE;
+        if (op->n_parts < 1 || op->n_parts > MAX_PARTS || (glu && op->n_parts != 2)) return -1;
+        for (int i = 0; i < op->n_parts; i++) {
+            const lila_matmul_part *p = &op->parts[i];
+            if (!rows_fit(p->wtype, op->nb * Q8_VALUES, p->row_bytes)) return -1;
+            found[n++] = matmul_slot(p->wtype, 1);
+            found[n++] = matmul_slot(p->wtype, 2);
+            add |= p->bias != NULL;
+        }
+        if (glu) found[n++] = glu_slot(op->flags);
+        if (add) found[n++] = SLOT(add);
+        break;
+    }
+    case LILA_OP_ROPE: found[n++] = rope_slot(op->flags); break;
+    case LILA_OP_ATTENTION:
+        if (op->kv_heads < 1 || op->heads % op->kv_heads) return -1;
+        found[n++] = SLOT(to_f16);
+        found[n++] = SLOT(attn_scores);
+        found[n++] = SLOT(softmax);
+        found[n++] = SLOT(attn_values);
+        break;
+    case LILA_OP_GLU: found[n++] = glu_slot(op->flags); break;
+    case LILA_OP_ADD: found[n++] = SLOT(add); break;
+    default: return -1;
+    }
+    if (n > max) return -1;
+    memcpy(slots, found, n * sizeof *found);
+    return (int)n;
+}
+
+/* Every op valid, and every kernel it calls in the table. */
+static int program_runs(const lila_program *program)
+{
+    for (size_t i = 0; i < program->n_ops; i++) {
+        size_t slots[LILA_MAX_OP_KERNELS];
+        int n = lila_op_kernels(&program->ops[i], slots, LILA_MAX_OP_KERNELS);
+        if (n < 0) return 0;
+        for (int j = 0; j < n; j++)
+            if (!kernel_at(program->kernels, slots[j])) return 0;
+    }
+    return 1;
+}
+
 static void run_embed(lila_ctx *ctx, const lila_op *op, int tid)
 {
     size_t lo, hi;
@@ -120,12 +226,12 @@ static void run_rmsnorm_q8(lila_ctx *ctx, const lila_op *op, int tid)
 static void run_quantize(lila_ctx *ctx, const lila_op *op, int tid)
 {
     /* split by blocks, not rows: a decode step has one row */
-    size_t per_row = op->width / 32, lo, hi;
+    size_t per_row = op->width / Q8_VALUES, lo, hi;
     share(ctx->n * per_row, tid, ctx->n_threads, 1, &lo, &hi);
     for (size_t i = lo; i < hi;) {
         size_t t = i / per_row, b = i % per_row;
         size_t count = per_row - b < hi - i ? per_row - b : hi - i;
-        K(ctx)->quantize_q8(op->in + t * op->in_stride + b * 32, count * 32,
+        K(ctx)->quantize_q8(op->in + t * op->in_stride + b * Q8_VALUES, count * Q8_VALUES,
                             op->q8 + t * op->q8_stride + b);
         i += count;
     }
@@ -136,7 +242,7 @@ static void multiply(const lila_ctx *ctx, const lila_op *op, const lila_matmul_p
                      size_t lo, size_t hi, size_t col0, size_t cols, float *dst,
                      size_t dst_stride)
 {
-    lila_matmul_fn *fn = cols == 1 ? K(ctx)->gemv[p->wtype] : K(ctx)->gemm[p->wtype];
+    lila_matmul_fn *fn = (lila_matmul_fn *)kernel_at(K(ctx), matmul_slot(p->wtype, cols));
     fn((const uint8_t *)p->w + lo * p->row_bytes, p->row_bytes, hi - lo,
        op->q8 + col0 * op->q8_stride, op->nb, cols, dst, dst_stride);
     if (p->bias)
@@ -156,7 +262,7 @@ static void run_matmul(lila_ctx *ctx, const lila_op *op, int tid)
     if (glu) {
         /* gate and up share row indices: each thread does the same rows of both */
         const lila_matmul_part *gate = &op->parts[0], *up = &op->parts[1];
-        lila_glu_fn *act = (op->flags & LILA_GLU_SILU) ? K(ctx)->silu_mul : K(ctx)->gelu_mul;
+        lila_glu_fn *act = (lila_glu_fn *)kernel_at(K(ctx), glu_slot(op->flags));
         size_t lo, hi;
         share(gate->rows, tid, ctx->n_threads, 16, &lo, &hi);
         for (size_t r = lo; r < hi; r += ROW_TILE) {
@@ -199,7 +305,7 @@ static void run_rope(lila_ctx *ctx, const lila_op *op, int tid)
 {
     size_t lo, hi;
     share(ctx->n, tid, ctx->n_threads, 1, &lo, &hi);
-    lila_rope_fn *rope = (op->flags & LILA_NEOX) ? K(ctx)->rope_neox : K(ctx)->rope_interleaved;
+    lila_rope_fn *rope = (lila_rope_fn *)kernel_at(K(ctx), rope_slot(op->flags));
     const float *table = ctx->rope_tables + (size_t)op->rope_table * ctx->rope_stride;
     for (size_t t = lo; t < hi; t++)
         rope(op->in + t * op->in_stride, (size_t)op->heads, (size_t)op->head_dim,
@@ -237,6 +343,8 @@ static void run_attention(lila_ctx *ctx, const lila_op *op, int tid)
 static void run_elementwise(lila_ctx *ctx, const lila_op *op, int tid)
 {
     /* split each row too: a decode step has one */
+    lila_glu_fn *act = op->kind == LILA_OP_GLU
+        ? (lila_glu_fn *)kernel_at(K(ctx), glu_slot(op->flags)) : NULL;
     size_t lo, hi;
     share(ctx->n * op->width, tid, ctx->n_threads, 64, &lo, &hi);
     for (size_t i = lo; i < hi;) {
@@ -247,7 +355,7 @@ static void run_elementwise(lila_ctx *ctx, const lila_op *op, int tid)
         if (op->kind == LILA_OP_ADD)
             K(ctx)->add(a, b, count, out);
         else
-            ((op->flags & LILA_GLU_SILU) ? K(ctx)->silu_mul : K(ctx)->gelu_mul)(a, b, count, out);
+            act(a, b, count, out);
         i += count;
     }
 }
@@ -356,7 +464,8 @@ static void *alloc_floats(size_t count)
 
 lila_ctx *lila_create(const lila_program *program, int n_threads)
 {
-    if (n_threads < 1 || n_threads > 1024 || program->max_batch == 0 || program->n_ctx == 0)
+    if (n_threads < 1 || n_threads > 1024 || program->max_batch == 0 || program->n_ctx == 0
+        || !program_runs(program))
         return NULL;
     lila_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;

@@ -94,8 +94,18 @@ typedef struct {
 
 typedef struct lila_ctx lila_ctx;
 
+/* The most kernels one op calls. */
+enum { LILA_MAX_OP_KERNELS = 8 };
+
+/* The kernel table entries op calls, each as its byte offset in lila_kernels, into
+ * slots[0..max): the executor's own choice, for the loader to name and check. Returns how
+ * many, or -1 for an op the executor cannot run (an unknown kind, a weight type without
+ * kernels, rows whose size does not match their type's blocks, more than max). */
+int lila_op_kernels(const lila_op *op, size_t *slots, size_t max);
+
 /* Starts n_threads - 1 workers (the caller is the n-th). The program's arrays must
- * outlive the context. NULL if memory or threads cannot be had. */
+ * outlive the context. NULL if an op cannot run (see lila_op_kernels) or calls a kernel
+ * the table lacks, or if memory or threads cannot be had. */
 lila_ctx *lila_create(const lila_program *program, int n_threads);
 
 /* Runs the program for tokens[0..n) at positions pos0.. (the cache holds < pos0).

@@ -5,6 +5,10 @@
  * lila_kernels table. Each ISA folder fills one table per kernel family
  * (native/<arch>/kernels.c lists which file implements which op).
  *
+ * This header is the one place the ABI's facts are stated. lila/native/build.py reads
+ * it to give Python its declarations (cffi) and the assembly its layout (lila_abi.inc):
+ *   - LILA_WEIGHT_TYPES below: the weight types the kernels read;
+ *   - lila_q8: the 8-bit activation blocks the integer dot products take.
  * Only declarations cffi can parse go between the two "cdef" markers: no macros.
  */
 #ifndef LILA_KERNELS_H
@@ -14,16 +18,39 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The weight types the kernels read, one row each:
+ *   ROW(NAME, name, GGML type id, values per block, bytes per block, kernels, ...)
+ * kernels MATMUL: the families have lila_gemv_<name>_<isa>, lila_gemm_<name>_<isa> and
+ * lila_embed_<name>_<isa> for it (lila_manifest.h fills their tables by these names), and
+ * the numba backend _gemv_<name> and _decode_<name>; EMBED: the embedding lookup only.
+ * Weights of any other type are converted to Q8_0 at load. The trailing arguments pass
+ * the caller's own through to ROW. The build reads these rows with a pattern: keep each
+ * on one line, in this form. */
+#define LILA_WEIGHT_TYPES(ROW, ...)                        \
+    ROW(F32,  f32,   0,   1,   4, EMBED,  __VA_ARGS__)    \
+    ROW(F16,  f16,   1,   1,   2, EMBED,  __VA_ARGS__)    \
+    ROW(Q4_0, q4_0,  2,  32,  18, MATMUL, __VA_ARGS__)    \
+    ROW(Q4_1, q4_1,  3,  32,  20, MATMUL, __VA_ARGS__)    \
+    ROW(Q5_0, q5_0,  6,  32,  22, MATMUL, __VA_ARGS__)    \
+    ROW(Q8_0, q8_0,  8,  32,  34, MATMUL, __VA_ARGS__)    \
+    ROW(Q4_K, q4_k, 12, 256, 144, MATMUL, __VA_ARGS__)    \
+    ROW(Q6_K, q6_k, 14, 256, 210, MATMUL, __VA_ARGS__)
+
+/* LILA_Q4_0 = 2, ...: the GGML type ids, as in the GGUF file (cffi gets the same enum
+ * from the build, which writes it from the rows above). */
+#define LILA_TYPE_ID(NAME, name, id, values, bytes, kernels, ...) LILA_##NAME = id,
+enum lila_weight_type { LILA_WEIGHT_TYPES(LILA_TYPE_ID, 0) };
+
 /* cdef begin */
 
-/* GGML type ids, as in the GGUF file. */
-enum {
-    LILA_F32 = 0, LILA_F16 = 1, LILA_Q4_0 = 2, LILA_Q4_1 = 3, LILA_Q5_0 = 6,
-    LILA_Q8_0 = 8, LILA_Q4_K = 12, LILA_Q6_K = 14, LILA_NTYPES = 31
-};
+/* Type-indexed tables have an entry for every type id below this: GGML's (0..41 today),
+ * with room for types of Lila's own. */
+enum { LILA_NTYPES = 64 };
 
 /* One block of 32 activations quantized to 8 bits, as the integer dot products want
- * them: x[i] ~= d * qs[i], d = max|x| / 127, qs rounded to nearest (ties to even), and
+ * them (the assembly reads its offsets and size as LILA_Q8_D, LILA_Q8_S, LILA_Q8_QS and
+ * LILA_Q8_BYTES from lila_abi.inc, which the build writes from this declaration): x[i] ~= d * qs[i], d = max|x| / 127, qs rounded to nearest (ties to even), and
  * s = d * sum(qs), which turns the offset of unsigned weight codes into one multiply. */
 typedef struct {
     float d;
@@ -85,9 +112,9 @@ typedef void lila_attn_values_fn(const float *p, const uint16_t *values, size_t 
  * for (the loader converts such weights at load). */
 typedef struct {
     const char *name;
-    lila_matmul_fn *gemv[31];
-    lila_matmul_fn *gemm[31];
-    lila_embed_fn *embed[31];
+    lila_matmul_fn *gemv[LILA_NTYPES];
+    lila_matmul_fn *gemm[LILA_NTYPES];
+    lila_embed_fn *embed[LILA_NTYPES];
     lila_quantize_fn *quantize_q8;
     lila_rmsnorm_fn *rmsnorm;
     lila_rmsnorm_q8_fn *rmsnorm_q8;

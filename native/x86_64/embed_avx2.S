@@ -19,6 +19,8 @@
  *
  * Registers: ymm15 scale; ymm11-14 integer constants; ymm0-10 work.
  */
+#include "lila_abi.inc"           /* LILA_<TYPE>_BLOCK_BYTES: block sizes, from the build */
+
 #define ROW     %rdi    /* next block of the row */
 #define N       %rsi    /* elements, then blocks left */
 #define OUT     %rdx    /* next output float */
@@ -198,7 +200,7 @@ lila_embed_q4_0_avx2:
         f16_bcast       0(ROW), 1
         q4_0_half       0
         q4_0_half       1
-        addq            $18, ROW
+        addq            $LILA_Q4_0_BLOCK_BYTES, ROW
         addq            $128, OUT
         decq            N
         jnz             .Lq4_0_block
@@ -230,7 +232,7 @@ lila_embed_q4_1_avx2:
         f16_bcast       2(ROW), 1
         q4_1_half       0
         q4_1_half       1
-        addq            $20, ROW
+        addq            $LILA_Q4_1_BLOCK_BYTES, ROW
         addq            $128, OUT
         decq            N
         jnz             .Lq4_1_block
@@ -274,7 +276,7 @@ lila_embed_q5_0_avx2:
         vpbroadcastd    2(ROW), %ymm0                           /* qh */
         q5_0_half       0
         q5_0_half       1
-        addq            $22, ROW
+        addq            $LILA_Q5_0_BLOCK_BYTES, ROW
         addq            $128, OUT
         decq            N
         jnz             .Lq5_0_block
@@ -301,7 +303,7 @@ lila_embed_q8_0_avx2:
         mul_store       3, 1, 32(OUT)
         mul_store       4, 1, 64(OUT)
         mul_store       5, 1, 96(OUT)
-        addq            $34, ROW
+        addq            $LILA_Q8_0_BLOCK_BYTES, ROW
         addq            $128, OUT
         decq            N
         jnz             .Lq8_0_block
@@ -390,7 +392,7 @@ lila_embed_q4_k_avx2:
         addq            $256, OUT
         decl            GRP
         jnz             .Lq4_k_group
-        addq            $144, ROW
+        addq            $LILA_Q4_K_BLOCK_BYTES, ROW
         decq            N
         jnz             .Lq4_k_block
 .Lq4_k_done:
@@ -479,7 +481,7 @@ lila_embed_q6_k_avx2:
         addq            $512, OUT
         decl            HALF
         jnz             .Lq6_k_half
-        addq            $210, ROW
+        addq            $LILA_Q6_K_BLOCK_BYTES, ROW
         decq            N
         jnz             .Lq6_k_block
 .Lq6_k_done:

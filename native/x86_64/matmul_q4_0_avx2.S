@@ -22,7 +22,7 @@
  */
 #include "matmul_avx2.inc"
 
-        .set    BLOCK_BYTES, 18         /* read by the loops of matmul_avx2.inc */
+        .set    BLOCK_BYTES, LILA_Q4_0_BLOCK_BYTES  /* read by the loops of matmul_avx2.inc */
 #define Q_D   0                 /* f16 scale */
 #define Q_QS  2                 /* 16 bytes of nibbles */
 

@@ -19,7 +19,7 @@
  */
 #include "matmul_avx2.inc"
 
-        .set    BLOCK_BYTES, 20         /* read by the loops of matmul_avx2.inc */
+        .set    BLOCK_BYTES, LILA_Q4_1_BLOCK_BYTES  /* read by the loops of matmul_avx2.inc */
 #define Q_D   0                 /* f16 scale */
 #define Q_M   2                 /* f16 min */
 #define Q_QS  4                 /* 16 bytes of nibbles */

@@ -16,7 +16,7 @@
         .set    RPV, 4
 #include "matmul_avx512.inc"
 
-        .set    BLOCK_BYTES, 20
+        .set    BLOCK_BYTES, LILA_Q4_1_BLOCK_BYTES
 #define Q_D   0
 #define Q_QS  4
 
@@ -33,10 +33,10 @@ CONST4 .Ls_scale, 0x3e800000            /* 0.25f */
 .endm
 
 .macro XLOAD base, idx, sc
-        XOP     vbroadcasti32x4, Q8_QS, \base, \idx, \sc, XLO
-        XOP     vbroadcasti32x4, (Q8_QS + 16), \base, \idx, \sc, XHI
-        XOP     vbroadcastss, Q8_D, \base, \idx, \sc, DX
-        XOP     vbroadcastss, Q8_S, \base, \idx, \sc, SXK
+        XOP     vbroadcasti32x4, LILA_Q8_QS, \base, \idx, \sc, XLO
+        XOP     vbroadcasti32x4, (LILA_Q8_QS + 16), \base, \idx, \sc, XHI
+        XOP     vbroadcastss, LILA_Q8_D, \base, \idx, \sc, DX
+        XOP     vbroadcastss, LILA_Q8_S, \base, \idx, \sc, SXK
         vmulps  .Ls_scale(%rip){1to16}, SXK, SXK
 .endm
 

@@ -44,7 +44,7 @@
  *   ymm5 DMN = dmin m_j, ymm0-4, 7, 8 temporaries (and ymm13 in the gemm)
  */
 
-#define SB_BYTES  144
+#define SB_BYTES  LILA_Q4_K_BLOCK_BYTES
 #define M4        %ymm15
 #define ONES      %ymm14
 #define DD        %ymm6
@@ -126,8 +126,8 @@
 /* \out = B for sub-blocks 2c, 2c + 1 against column k: dwords [j j j' j' | j j j' j'] */
 .macro Q4K_PAIR c, k, direct, out
         Q4K_CODES \c, \direct
-        XMEM    vpmaddubsw, \k, 8+80*\c, %ymm0, %ymm0
-        XMEM    vpmaddubsw, \k, 48+80*\c, %ymm1, %ymm1
+        XMEM    vpmaddubsw, \k, (LILA_Q8_QS + 2 * LILA_Q8_BYTES * \c), %ymm0, %ymm0
+        XMEM    vpmaddubsw, \k, (LILA_Q8_QS + LILA_Q8_BYTES * (2 * \c + 1)), %ymm1, %ymm1
         vpmaddwd ONES, %ymm0, %ymm0
         vpmaddwd ONES, %ymm1, %ymm1
         vpackssdw %ymm1, %ymm0, \out
@@ -161,14 +161,14 @@
 .macro Q4K_PAIR2 c, k, ba, bb
         vmovdqa QB + 64 * \c(%rsp), %ymm0
         vmovdqa QB + 64 * \c + 32(%rsp), %ymm1
-        XMEM    vpmaddubsw, \k, 8+80*\c, %ymm0, \ba
-        XMEM    vpmaddubsw, \k, 48+80*\c, %ymm1, \bb
+        XMEM    vpmaddubsw, \k, (LILA_Q8_QS + 2 * LILA_Q8_BYTES * \c), %ymm0, \ba
+        XMEM    vpmaddubsw, \k, (LILA_Q8_QS + LILA_Q8_BYTES * (2 * \c + 1)), %ymm1, \bb
         vpmaddwd ONES, \ba, \ba
         vpmaddwd ONES, \bb, \bb
         vpackssdw \bb, \ba, \ba
         vpmaddwd ONES, \ba, \ba
-        XMEM    vpmaddubsw, \k+1, 8+80*\c, %ymm0, \bb
-        XMEM    vpmaddubsw, \k+1, 48+80*\c, %ymm1, %ymm1
+        XMEM    vpmaddubsw, \k+1, (LILA_Q8_QS + 2 * LILA_Q8_BYTES * \c), %ymm0, \bb
+        XMEM    vpmaddubsw, \k+1, (LILA_Q8_QS + LILA_Q8_BYTES * (2 * \c + 1)), %ymm1, %ymm1
         vpmaddwd ONES, \bb, \bb
         vpmaddwd ONES, %ymm1, %ymm1
         vpackssdw %ymm1, \bb, \bb

@@ -38,7 +38,7 @@
 #else
 #define ISA       avx512
 #endif
-#define SB_BYTES  144
+#define SB_BYTES  LILA_Q4_K_BLOCK_BYTES
 #define M4        %zmm15
 #define ONES      %zmm14
 #define SC        %zmm29
@@ -140,8 +140,8 @@
 
 /* \out = B of pair c against column k: dwords [j j j' j'] per lane */
 .macro Q4K_PAIR c, k, lo, hi, out
-        Q4K_DOT \k, 8+80*\c, \lo, \out, %zmm0
-        Q4K_DOT \k, 48+80*\c, \hi, %zmm1, %zmm2
+        Q4K_DOT \k, (LILA_Q8_QS + 2 * LILA_Q8_BYTES * \c), \lo, \out, %zmm0
+        Q4K_DOT \k, (LILA_Q8_QS + LILA_Q8_BYTES * (2 * \c + 1)), \hi, %zmm1, %zmm2
         vpackssdw %zmm1, \out, \out
         vpmaddwd ONES, \out, \out
 .endm

@@ -20,7 +20,7 @@
  */
 #include "matmul_avx2.inc"
 
-        .set    BLOCK_BYTES, 22         /* read by the loops of matmul_avx2.inc */
+        .set    BLOCK_BYTES, LILA_Q5_0_BLOCK_BYTES  /* read by the loops of matmul_avx2.inc */
 #define Q_D   0                 /* f16 scale */
 #define Q_QH  2                 /* u32 of fifth bits */
 #define Q_QS  6                 /* 16 bytes of nibbles */

@@ -18,7 +18,7 @@
         .set    RPV, 4
 #include "matmul_avx512.inc"
 
-        .set    BLOCK_BYTES, 22
+        .set    BLOCK_BYTES, LILA_Q5_0_BLOCK_BYTES
 #define Q_D   0
 #define Q_QH  2
 #define Q_QS  6
@@ -46,10 +46,10 @@ CONST4 .Lsixteen, 0x10101010
 .endm
 
 .macro XLOAD base, idx, sc
-        XOP     vbroadcasti32x4, Q8_QS, \base, \idx, \sc, XLO
-        XOP     vbroadcasti32x4, (Q8_QS + 16), \base, \idx, \sc, XHI
-        XOP     vbroadcastss, Q8_D, \base, \idx, \sc, DX
-        XOP     vbroadcastss, Q8_S, \base, \idx, \sc, SXK
+        XOP     vbroadcasti32x4, LILA_Q8_QS, \base, \idx, \sc, XLO
+        XOP     vbroadcasti32x4, (LILA_Q8_QS + 16), \base, \idx, \sc, XHI
+        XOP     vbroadcastss, LILA_Q8_D, \base, \idx, \sc, DX
+        XOP     vbroadcastss, LILA_Q8_S, \base, \idx, \sc, SXK
         vmulps  .Ls_scale(%rip){1to16}, SXK, SXK
 .endm
 

@@ -44,7 +44,7 @@
  *   ymm0-6 (and ymm12 in the gemv, ymm7-8 in the gemm's columns) temporaries
  */
 
-#define SB_BYTES  210
+#define SB_BYTES  LILA_Q6_K_BLOCK_BYTES
 #define M4        %ymm15
 #define M30       %ymm14
 #define ONES      %ymm13
@@ -91,7 +91,7 @@
 /* dx_0..7 of the 8 blocks at %r8 to %r9, their 16 half sums (int16) to %r9 + 32 */
 .macro K_PREP_SB
         .irp g, 0, 1, 2, 3, 4, 5, 6, 7
-        movl    40 * \g(%r8), %ecx
+        movl    (LILA_Q8_D + LILA_Q8_BYTES * \g)(%r8), %ecx
         movl    %ecx, 4 * \g(%r9)
         .endr
         Q6K_HALF_SUMS
@@ -134,8 +134,8 @@
 /* \qa = B_c from the codes of groups 2c (\qa), 2c + 1 (\qb) against column k;
  * the pair's scales from V2 (direct) or from SQ. Clobbers \t. */
 .macro Q6K_PAIR c, k, direct, qa, qb, t
-        XMEM    vpmaddubsw, \k, 8+80*\c, \qa, \qa
-        XMEM    vpmaddubsw, \k, 48+80*\c, \qb, \qb
+        XMEM    vpmaddubsw, \k, (LILA_Q8_QS + 2 * LILA_Q8_BYTES * \c), \qa, \qa
+        XMEM    vpmaddubsw, \k, (LILA_Q8_QS + LILA_Q8_BYTES * (2 * \c + 1)), \qb, \qb
         vpmaddwd ONES, \qa, \qa
         vpmaddwd ONES, \qb, \qb
         vpackssdw \qb, \qa, \qa
@@ -166,14 +166,14 @@
 .macro Q6K_PAIR2 c, k, ba, bb
         vmovdqa QB + 64 * \c(%rsp), %ymm0
         vmovdqa QB + 64 * \c + 32(%rsp), %ymm1
-        XMEM    vpmaddubsw, \k, 8+80*\c, %ymm0, \ba
-        XMEM    vpmaddubsw, \k, 48+80*\c, %ymm1, \bb
+        XMEM    vpmaddubsw, \k, (LILA_Q8_QS + 2 * LILA_Q8_BYTES * \c), %ymm0, \ba
+        XMEM    vpmaddubsw, \k, (LILA_Q8_QS + LILA_Q8_BYTES * (2 * \c + 1)), %ymm1, \bb
         vpmaddwd ONES, \ba, \ba
         vpmaddwd ONES, \bb, \bb
         vpackssdw \bb, \ba, \ba
         vpmaddwd SQ + 32 * \c(%rsp), \ba, \ba
-        XMEM    vpmaddubsw, \k+1, 8+80*\c, %ymm0, \bb
-        XMEM    vpmaddubsw, \k+1, 48+80*\c, %ymm1, %ymm1
+        XMEM    vpmaddubsw, \k+1, (LILA_Q8_QS + 2 * LILA_Q8_BYTES * \c), %ymm0, \bb
+        XMEM    vpmaddubsw, \k+1, (LILA_Q8_QS + LILA_Q8_BYTES * (2 * \c + 1)), %ymm1, %ymm1
         vpmaddwd ONES, \bb, \bb
         vpmaddwd ONES, %ymm1, %ymm1
         vpackssdw %ymm1, \bb, \bb
@@ -213,8 +213,8 @@
 .macro Q6K_PAIR1 c, k, ba
         vmovdqa QB + 64 * \c(%rsp), %ymm0
         vmovdqa QB + 64 * \c + 32(%rsp), %ymm1
-        XMEM    vpmaddubsw, \k, 8+80*\c, %ymm0, \ba
-        XMEM    vpmaddubsw, \k, 48+80*\c, %ymm1, %ymm1
+        XMEM    vpmaddubsw, \k, (LILA_Q8_QS + 2 * LILA_Q8_BYTES * \c), %ymm0, \ba
+        XMEM    vpmaddubsw, \k, (LILA_Q8_QS + LILA_Q8_BYTES * (2 * \c + 1)), %ymm1, %ymm1
         vpmaddwd ONES, \ba, \ba
         vpmaddwd ONES, %ymm1, %ymm1
         vpackssdw %ymm1, \ba, \ba

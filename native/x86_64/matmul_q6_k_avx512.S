@@ -36,7 +36,7 @@
 #else
 #define ISA       avx512
 #endif
-#define SB_BYTES  210
+#define SB_BYTES  LILA_Q6_K_BLOCK_BYTES
 #define M4        %zmm15
 #define M30       %zmm14
 #define ONES      %zmm13
@@ -84,10 +84,10 @@
  * (int16) twice to %r9 + 64. The half sums come from the ymm tree of the AVX2 code. */
 .macro K_PREP_SB
         .irp g, 0, 1, 2, 3
-        movl    40 * \g(%r8), %ecx
+        movl    (LILA_Q8_D + LILA_Q8_BYTES * \g)(%r8), %ecx
         movl    %ecx, 4 * \g(%r9)
         movl    %ecx, 16 + 4 * \g(%r9)
-        movl    40 * (\g + 4)(%r8), %ecx
+        movl    (LILA_Q8_D + LILA_Q8_BYTES * (\g + 4))(%r8), %ecx
         movl    %ecx, 32 + 4 * \g(%r9)
         movl    %ecx, 48 + 4 * \g(%r9)
         .endr
@@ -157,8 +157,8 @@
 
 /* \out = B_c (scaled) against column k; the pair's scales in zmm\s */
 .macro Q6K_PAIR c, k, qa, qb, s, out
-        Q6K_DOT \k, 8+80*\c, \qa, \out, %zmm0
-        Q6K_DOT \k, 48+80*\c, \qb, %zmm1, %zmm2
+        Q6K_DOT \k, (LILA_Q8_QS + 2 * LILA_Q8_BYTES * \c), \qa, \out, %zmm0
+        Q6K_DOT \k, (LILA_Q8_QS + LILA_Q8_BYTES * (2 * \c + 1)), \qb, %zmm1, %zmm2
         vpackssdw %zmm1, \out, \out
         vpmaddwd %zmm\s, \out, \out
 .endm

@@ -21,7 +21,7 @@
         .set    OWN_GEMM_TILE, 1
 #include "matmul_avx2.inc"
 
-        .set    BLOCK_BYTES, 34         /* read by the loops of matmul_avx2.inc */
+        .set    BLOCK_BYTES, LILA_Q8_0_BLOCK_BYTES  /* read by the loops of matmul_avx2.inc */
         .set    HAS_CORR, 0
 #define Q_D   0                 /* f16 scale */
 #define Q_QS  2                 /* 32 signed bytes */
@@ -97,8 +97,8 @@ CONST32_4 .Lones16, 0x00010001
 .macro GEMV_LOOP n, pf
         .p2align 4
 1:
-        vmovdqu Q8_QS(XP), VX
-        vbroadcastss Q8_D(XP), VDX
+        vmovdqu LILA_Q8_QS(XP), VX
+        vbroadcastss LILA_Q8_D(XP), VDX
         ROW8    ROW0, %ymm0
 .if \n >= 2
         ROW8    ROW1, %ymm1
@@ -118,7 +118,7 @@ CONST32_4 .Lones16, 0x00010001
 .endif
         addq    $BLOCK_BYTES, P
         addq    $BLOCK_BYTES, P2
-        addq    $Q8_BYTES, XP
+        addq    $LILA_Q8_BYTES, XP
         decq    CNT
         jnz     1b
 .endm
@@ -203,8 +203,8 @@ CONST32_4 .Lones16, 0x00010001
 .endm
 
 .macro GEMM_XCOL idx, sc
-        vmovdqu Q8_QS(GX,\idx,\sc), MX
-        vbroadcastss Q8_D(GX,\idx,\sc), MDX
+        vmovdqu LILA_Q8_QS(GX,\idx,\sc), MX
+        vbroadcastss LILA_Q8_D(GX,\idx,\sc), MDX
 .endm
 
 .macro GEMM_TILE single
@@ -251,7 +251,7 @@ CONST32_4 .Lones16, 0x00010001
         GEMM_DOT 2, MA1, MD1, %ymm7
 .endif
         addq    $BLOCK_BYTES, GP
-        addq    $Q8_BYTES, GX
+        addq    $LILA_Q8_BYTES, GX
         decq    GCNT
         jnz     1b
 

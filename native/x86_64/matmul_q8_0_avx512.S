@@ -19,7 +19,7 @@
         .set    RPV, 2
 #include "matmul_avx512.inc"
 
-        .set    BLOCK_BYTES, 34
+        .set    BLOCK_BYTES, LILA_Q8_0_BLOCK_BYTES
 #define Q_D   0
 #define Q_QS  2
 
@@ -31,10 +31,10 @@ CONST4 .Ls_scale, 0x41800000            /* 16.0f */
 .endm
 
 .macro XLOAD base, idx, sc
-        XOP     vbroadcasti64x4, Q8_QS, \base, \idx, \sc, X2
-        XOP     vbroadcastss, Q8_D, \base, \idx, \sc, DX
+        XOP     vbroadcasti64x4, LILA_Q8_QS, \base, \idx, \sc, X2
+        XOP     vbroadcastss, LILA_Q8_D, \base, \idx, \sc, DX
 #ifdef VNNI
-        XOP     vbroadcastss, Q8_S, \base, \idx, \sc, SXK
+        XOP     vbroadcastss, LILA_Q8_S, \base, \idx, \sc, SXK
         vmulps  .Ls_scale(%rip){1to16}, SXK, SXK
 #else
         vpsubb  X2, ZERO, XNEG

@@ -47,7 +47,7 @@ lila_quantize_q8_avx2:
         vmovups         96(X), %ymm3
         q8_block_avx2   0, 1, 2, 3, 4, 5, 6, OUT, ABSMASK, C127, ONE, ZERO, PERM
         addq            $128, X
-        addq            $40, OUT                /* sizeof(lila_q8) */
+        addq            $LILA_Q8_BYTES, OUT
         decq            NB
         jnz             .Lblock
 .Ldone:

@@ -43,7 +43,7 @@ lila_quantize_q8_avx512:
         vmovups         64(X), %zmm1
         q8_block_avx512 0, 1, 2, 3, 4, OUT, ABSMASK, C127, ONE, ZERO
         subq            $-128, X                /* imm8, where $128 would need imm32 */
-        addq            $40, OUT                /* sizeof(lila_q8) */
+        addq            $LILA_Q8_BYTES, OUT
         decq            NB
         jnz             .Lblock
 .Ldone:

@@ -204,7 +204,7 @@ lila_rmsnorm_q8_avx2:
         q8_block_avx2   0, 1, 2, 3, 4, 5, 6, PO, ABSMASK, C127, ONE, ZERO, PERM
         addq            $128, PX
         addq            $128, PW
-        addq            $40, PO                 /* sizeof(lila_q8) */
+        addq            $LILA_Q8_BYTES, PO
         decq            LEFT
         jnz             .Lq8_block
 .Lq8_done:

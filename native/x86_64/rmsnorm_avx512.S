@@ -200,7 +200,7 @@ lila_rmsnorm_q8_avx512:
         q8_block_avx512 0, 1, 2, 3, 4, PO, ABSMASK, C127, ONE, ZERO
         subq            $-128, PX               /* imm8, where $128 would need imm32 */
         subq            $-128, PW
-        addq            $40, PO                 /* sizeof(lila_q8) */
+        addq            $LILA_Q8_BYTES, PO
         decq            LEFT
         jnz             .Lq8_block
 .Lq8_done:
