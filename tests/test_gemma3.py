@@ -71,10 +71,10 @@ def test_chat_answers_in_gemmas_turns(gemma3, gemma3_tok):
 
 def test_run_code_prompt(gemma3_path):
     # Four spaces of indentation are token 140: they once came out as 262146 and an error.
-    r = lila_cli("run", gemma3_path, "def f(x):\n    return x", "-n", "4", "-v")
+    r = lila_cli("run", gemma3_path, "def f(x):\n    return x", "-n", "4", "--greedy", "-v")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() and "error" not in r.stderr
-    assert "4 generated" in r.stderr
+    assert "4 generated" in r.stderr and "finish: length" in r.stderr
 
 
 def test_info_names_the_template_in_use(gemma3_path):

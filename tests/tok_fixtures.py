@@ -18,7 +18,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gguf
 import numpy as np
@@ -175,14 +175,25 @@ def tok_workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tok")
 
 
+# One case per name for the session, whichever fixture asks first: a fixture imported into
+# several test modules is each module's own, and would be built again for each.
+_built: dict[str, TokCase] = {}
+
+
+def _once(name: str, build: Callable[[], TokCase]) -> TokCase:
+    if name not in _built:
+        _built[name] = build()
+    return _built[name]
+
+
 @pytest.fixture(scope="session")
 def smollm2_tok(smollm2_path) -> TokCase:
-    return _case("smollm2", smollm2_path)
+    return _once("smollm2", lambda: _case("smollm2", smollm2_path))
 
 
 @pytest.fixture(scope="session")
 def gemma3_tok(gemma3_path) -> TokCase:
-    return _case("gemma3", gemma3_path)
+    return _once("gemma3", lambda: _case("gemma3", gemma3_path))
 
 
 @pytest.fixture(scope="session")
@@ -202,20 +213,11 @@ def _build(request, name: str) -> TokCase:
     return _case(name, write_spm_gguf(path, request.getfixturevalue("spm_model"), arch))
 
 
-_built: dict[str, TokCase] = {}  # one per name for the session, whichever fixture asks first
-
-
-def _cached(request) -> TokCase:
-    if request.param not in _built:
-        _built[request.param] = _build(request, request.param)
-    return _built[request.param]
-
-
 @pytest.fixture(scope="session", params=CASES)
 def tok_case(request) -> TokCase:
-    return _cached(request)
+    return _once(request.param, lambda: _build(request, request.param))
 
 
 @pytest.fixture(scope="session", params=[name for name, _ in SPM_CASES])
 def spm_case(request) -> TokCase:
-    return _cached(request)
+    return _once(request.param, lambda: _build(request, request.param))
