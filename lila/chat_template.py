@@ -16,8 +16,11 @@ Which template:
   - `tokenizer.chat_template`, the file's default;
   - `tokenizer.chat_template.tool_use` instead when tools are passed and the file has it
     (named templates, as transformers picks them);
-  - no template in the file: ChatML (`<|im_start|>role\\ncontent<|im_end|>\\n`), which is
-    what llama.cpp falls back to as well.
+  - no template in the file: the architecture's own turn format where Lila knows it
+    (Gemma's `<start_of_turn>user\\n...<end_of_turn>\\n`, for gemma, gemma2 and gemma3),
+    else ChatML (`<|im_start|>role\\ncontent<|im_end|>\\n`), which is what llama.cpp falls
+    back to as well. Files of one architecture such as llama come in many turn formats,
+    so there is no guessing beyond that.
 
 Every failure, whether a syntax error, a sandbox violation, the template's own
 raise_exception or a type error inside it, is a LilaError with a one-line message: a
@@ -40,36 +43,94 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from lila.errors import LilaError, ModelFormatError
 from lila.tokenizer import Tokenizer
+from lila.tokenizer.spm import GEMMA_ARCHITECTURES
 
 CHATML = ("{% for message in messages %}"
           "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
           "{% endfor %}"
           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
+# Gemma 3's template as Google ships it (tokenizer_config.json of the gemma-3 -it models):
+# a system message goes in front of the first user turn. Gemma 1 and 2 take the same turns;
+# their own templates refuse a system message instead.
+GEMMA = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"""
+
+# (name, source) of the turn format for a file without a template, by general.architecture.
+ARCHITECTURE_TEMPLATES = dict.fromkeys(GEMMA_ARCHITECTURES, ("gemma", GEMMA))
+
 _KEY = "tokenizer.chat_template"
 _MAX_SIZE = 1 << 20  # longest string or list a `*` may build; bits of a `**` result
 
 
 class ChatTemplate:
-    """A model's chat template(s), compiled once; render() turns messages into a prompt."""
+    """A model's chat template(s), compiled once; render() turns messages into a prompt.
+    origin: where the default template came from, in words ("from the file", ...)."""
 
     def __init__(self, sources: dict[str, str], *, bos_token: str | None = None,
-                 eos_token: str | None = None):
+                 eos_token: str | None = None, origin: str = "given by the caller"):
         """sources: template name -> jinja2 source; "default" is the one used normally."""
         self._templates = {name: _compile(name, src) for name, src in sources.items()}
         self._tokens = {k: v for k, v in (("bos_token", bos_token), ("eos_token", eos_token))
                         if v is not None}
+        self.origin = origin
 
     @classmethod
     def from_gguf_metadata(cls, metadata: dict[str, Any], tokenizer: Tokenizer) -> "ChatTemplate":
         sources = {key[len(_KEY) + 1:]: src for key, src in metadata.items()
                    if key.startswith(_KEY + ".") and isinstance(src, str)}
-        default = metadata.get(_KEY) or CHATML
+        default, origin = metadata.get(_KEY), "from the file"
+        if not default:
+            arch = metadata.get("general.architecture")
+            if arch in ARCHITECTURE_TEMPLATES:
+                name, default = ARCHITECTURE_TEMPLATES[arch]
+                origin = f"{name}, the {arch} architecture's (none in the file)"
+            else:
+                default, origin = CHATML, "ChatML, the fallback (none in the file)"
         if not isinstance(default, str):
             raise ModelFormatError(f"{_KEY} is a {type(default).__name__}, not a string")
         sources["default"] = default
         return cls(sources, bos_token=_text(tokenizer, tokenizer.bos_id),
-                   eos_token=_text(tokenizer, tokenizer.eos_id))
+                   eos_token=_text(tokenizer, tokenizer.eos_id), origin=origin)
 
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True, tools=None,
                **extra: Any) -> str:

