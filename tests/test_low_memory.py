@@ -217,6 +217,8 @@ def test_a_spill_file_without_room_is_a_clear_error(tmp_path):
 
 # --- a model larger than its memory limit --------------------------------------------------------
 
+# Each test that takes the big model is slow: writing it takes about 3 s, a run of it 2 to 4 s.
+
 @pytest.fixture(scope="module")
 def big_model():
     """A 324 MB model: 6 layers of dim 2048 in Q4_0 and a tied F16 embedding, which is
@@ -334,11 +336,13 @@ def assert_streamed_like(unconstrained, big_model, streamed: dict, streamed_logi
     assert streamed["anonymous"] < converted
 
 
+@pytest.mark.slow
 def test_streamed_weights_give_the_same_results(big_model, unconstrained):
     streamed, streamed_logits, _ = generate(big_model, "on")
     assert_streamed_like(unconstrained, big_model, streamed, streamed_logits)
 
 
+@pytest.mark.slow
 def test_a_model_larger_than_its_memory_streams_with_the_same_results(big_model, unconstrained):
     cgroup = None if on_tmpfs(big_model) else MemoryCgroup.make(LIMIT)
     if cgroup is None:
@@ -356,6 +360,7 @@ def test_a_model_larger_than_its_memory_streams_with_the_same_results(big_model,
     assert_streamed_like(unconstrained, big_model, streamed, streamed_logits)
 
 
+@pytest.mark.slow
 def test_bench_shows_the_mode_and_the_resident_set(big_model):
     r = subprocess.run([sys.executable, "-m", "lila", "bench", str(big_model), "--low-memory",
                         "-p", "4", "-n", "2", "-r", "1", "--threads", "2", "--json"],

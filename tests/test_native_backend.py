@@ -113,6 +113,7 @@ def test_bad_batches_are_refused(tiny, family):
         backend.forward(np.arange(4), 30)
 
 
+@pytest.mark.slow   # transformers' reading of the GGUF alone takes about 13 s
 @pytest.mark.parametrize("family", FAMILIES)
 def test_smollm2_matches_transformers(smollm2_path, smollm2_hf, family):
     hf_model, hf_tok = smollm2_hf
