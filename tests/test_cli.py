@@ -5,7 +5,9 @@ so that the whole file stays within seconds of model loads.
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -143,6 +145,16 @@ def test_run_raw_stops_at_max_tokens(smollm2_path):
     assert "<|im_start|>" not in r.stdout
 
 
+def test_run_ignore_eos_writes_on_past_the_answer(smollm2_path):
+    plain, past = lila_all(
+        ("run", smollm2_path, QUESTION, "--greedy", "--max-tokens", "24", "-v"),
+        ("run", smollm2_path, QUESTION, "--greedy", "--max-tokens", "24", "-v", "--ignore-eos"))
+    assert plain.returncode == past.returncode == 0, plain.stderr + past.stderr
+    assert "Paris" in plain.stdout and "finish: stop" in plain.stderr
+    assert "24 generated" in past.stderr and "finish: length" in past.stderr
+    assert past.stdout.startswith(plain.stdout.rstrip("\n")) and len(past.stdout) > len(plain.stdout)
+
+
 def test_run_stop_string_cuts_the_answer(smollm2_path):
     # The prompt from standard input ('-'), the answer cut before the stop text.
     r = lila("run", smollm2_path, "-", "--greedy", "--max-tokens", "16", "--stop", "Paris", "-v",
@@ -196,38 +208,117 @@ class Reader(threading.Thread):
         return b"".join(self.chunks).decode("utf-8", "replace")
 
 
+STORY = "Write a long story about a dragon."
+
+
+class Stdout:
+    """A pipe for a child's stdout that the test reads only when it chooses to. Where the
+    system allows (Linux) it holds one page: a child that writes more while the test is
+    not reading blocks in write()."""
+
+    PAGE = 4096
+
+    def __init__(self) -> None:
+        self.fd, self.child_fd = os.pipe()
+        if hasattr(fcntl, "F_SETPIPE_SZ"):
+            fcntl.fcntl(self.child_fd, fcntl.F_SETPIPE_SZ, self.PAGE)
+        self.data = bytearray()
+
+    def read_until(self, done, err: Reader) -> None:
+        """Read until done(data) is true (done None: until the child closes its end)."""
+        deadline = time.monotonic() + TIMEOUT   # a hang guard, far beyond any pass
+        while done is None or not done(self.data):
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            assert ready, f"no output for {TIMEOUT} s: {err.text()}"
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                assert done is None, f"stdout closed early: {err.text()}"
+                return
+            self.data += chunk
+
+    def drain(self) -> None:
+        """Read what the pipe holds now, without waiting for more."""
+        os.set_blocking(self.fd, False)
+        try:
+            while chunk := os.read(self.fd, 1 << 16):
+                self.data += chunk
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(self.fd, True)
+
+
 def test_chat_ctrl_c_stops_the_answer_not_the_chat(smollm2_path):
-    proc = subprocess.Popen([sys.executable, "-m", "lila", "chat", str(smollm2_path),
-                             "--max-tokens", "400", "--greedy"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out, err = Reader(proc.stdout), Reader(proc.stderr)
-    out.start()
+    """Ctrl-C ends the answer being written, at the latest with the token in flight, and
+    the chat goes on.
+
+    Nothing here races the clock. With --ignore-eos the story can only end when the
+    context is full, thousands of tokens, far more text than the pipe holds (one page, on
+    Linux); and once the story has begun the test stops reading. So the chat blocks on the
+    full pipe before the story can end: the answer is still running whenever the signal
+    lands, at any speed. To count what comes after the signal, the chat is frozen
+    (SIGSTOP) before it is sent: all it has written is then in the pipe, and the model's
+    greedy pieces, generated here again, tell which token was in flight."""
+    out = Stdout()
+    proc = subprocess.Popen([sys.executable, "-m", "lila", "chat", str(smollm2_path), "--greedy",
+                             "--ignore-eos", "--max-tokens", "100000"],
+                            stdin=subprocess.PIPE, stdout=out.child_fd, stderr=subprocess.PIPE)
+    os.close(out.child_fd)
+    err = Reader(proc.stderr)
     err.start()
+
+    def say(line: str) -> None:
+        proc.stdin.write(f"{line}\n".encode())
+        proc.stdin.flush()
+
     try:
-        proc.stdin.write(b"Write a long story about a dragon.\n")
-        proc.stdin.flush()
-        deadline = time.monotonic() + TIMEOUT
-        while len(out.text().strip()) < 20:      # the story is being written
-            assert proc.poll() is None, err.text()
-            assert time.monotonic() < deadline, f"no answer: {err.text()}"
-            time.sleep(0.05)
+        say(STORY)
+        out.read_until(lambda data: len(data.strip()) >= 20, err)
+        proc.send_signal(signal.SIGSTOP)
+        _, status = os.waitpid(proc.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), f"the chat ended (status {status}): {err.text()}"
+        out.drain()
+        at_signal = bytes(out.data)
         proc.send_signal(signal.SIGINT)
-        proc.stdin.write(f"{QUESTION}\n/quit\n".encode())
-        proc.stdin.flush()
+        proc.send_signal(signal.SIGCONT)
+        say(QUESTION)
+        out.read_until(lambda data: b"Paris" in data[len(at_signal):], err)
+        # The second answer cannot end either (--ignore-eos) until it is stopped.
+        proc.send_signal(signal.SIGINT)
+        say("/quit")
+        out.read_until(None, err)
         assert proc.wait(TIMEOUT) == 0, err.text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    out.join(5)
+        os.close(out.fd)
     err.join(5)
-    stdout, stderr = out.text(), err.text()
-    footers = [line for line in stderr.splitlines() if "tok/s" in line]
-    assert len(footers) == 2, stderr
-    assert "stopped" in footers[0] and "stopped" not in footers[1], stderr
-    story_tokens = int(footers[0].strip("[").split()[0])
-    assert story_tokens < 400, footers[0]
-    story, answer = stdout.strip().splitlines()[0], stdout.strip().splitlines()[-1]
-    assert story.strip() and "Paris" not in story, stdout
-    assert "Paris" in answer, stdout
+    stderr, stdout = err.text(), bytes(out.data)
     assert "Traceback" not in stderr
+    footers = [line for line in stderr.splitlines() if "tok/s" in line]
+    assert len(footers) == 2 and all("stopped" in f for f in footers), stderr
+    counts = [(int(f.strip("[").split()[0]), float(f.split()[2])) for f in footers]
+    assert all(tokens < 2 or speed > 0 for tokens, speed in counts), footers
+    story_tokens = counts[0][0]
+
+    from lila import api
+    with api.load(smollm2_path) as model:
+        completion = model.chat([{"role": "user", "content": STORY}], greedy=True,
+                                ignore_eos=True, max_tokens=story_tokens + 2)
+        pieces = [(piece.encode(), len(completion.tokens)) for piece in completion]
+    # Each piece is one write of at most PIPE_BUF bytes, which a pipe never splits.
+    written, k = b"", 0
+    while k < len(pieces) and len(written) + len(pieces[k][0]) <= len(at_signal):
+        written += pieces[k][0]
+        k += 1
+    assert written == at_signal, "the chat's story is not the model's greedy answer"
+    assert 0 < k < len(pieces), (k, len(pieces))
+    (_, tokens_written), (in_flight, tokens_in_flight) = pieces[k - 1], pieces[k]
+    assert tokens_written <= story_tokens <= tokens_in_flight, \
+        (f"{story_tokens} tokens generated; {tokens_written} were written when Ctrl-C came, "
+         f"and the one in flight was token {tokens_in_flight}")
+    rest = stdout[len(at_signal):]
+    after = next((len(p) + 1 for p in (b"", in_flight) if rest.startswith(p + b"\n")), None)
+    assert after is not None, f"more story after Ctrl-C than the piece in flight: {rest[:200]}"
+    assert b"Paris" in rest[after:], stdout

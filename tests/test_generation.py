@@ -56,22 +56,34 @@ def test_seeded_sampling_is_reproducible(tiny):
     assert tokens[0] != tokens[2]
 
 
+def test_greedy_past_the_end_token_equals_transformers(tiny):
+    # ignore_eos bans the end tokens, as transformers' suppress_tokens does.
+    ref, model = tiny
+    completion = model.generate(PROMPT, greedy=True, max_tokens=30, ignore_eos=True)
+    completion.text()
+    with torch.no_grad():
+        out = ref.model.generate(torch.tensor([PROMPT]), max_new_tokens=30, do_sample=False,
+                                 eos_token_id=None, pad_token_id=0,
+                                 suppress_tokens=sorted(model.tokenizer.eot_ids))
+    assert completion.tokens == out[0, len(PROMPT):].tolist()
+    assert completion.finish_reason == "length"
+
+
 def test_max_tokens_ends_with_length(tiny):
     _, model = tiny
-    completion = model.generate(PROMPT, seed=1, temperature=1.0, max_tokens=3)
+    # The random model may well pick an end token within three tokens: ban them.
+    completion = model.generate(PROMPT, seed=1, temperature=1.0, max_tokens=3, ignore_eos=True)
     completion.text()
-    assert completion.finish_reason in ("length", "stop")
-    if completion.finish_reason == "length":
-        assert len(completion.tokens) == 3
+    assert completion.finish_reason == "length"
+    assert len(completion.tokens) == completion.stats.completion_tokens == 3
 
 
 def test_stop_string_cuts_the_text(tiny):
     _, model = tiny
-    full = model.generate(PROMPT, greedy=True, max_tokens=30).text()
-    if len(full) < 6:
-        pytest.skip("the random model stopped too early to cut its text")
+    full = model.generate(PROMPT, greedy=True, max_tokens=30, ignore_eos=True).text()
+    assert len(full) >= 6, repr(full)   # 30 tokens, none of them an end token
     stop = full[3:6]
-    cut = model.generate(PROMPT, greedy=True, max_tokens=30, stop=[stop])
+    cut = model.generate(PROMPT, greedy=True, max_tokens=30, ignore_eos=True, stop=[stop])
     text = cut.text()
     assert text == full[:full.index(stop)]
     assert cut.finish_reason == "stop"
@@ -82,10 +94,10 @@ def test_context_guard(tmp_path):
     with lila.load(ref.path, n_ctx=16) as model:
         with pytest.raises(ContextOverflowError, match="16"):
             model.generate(list(range(20)), greedy=True).text()
-        completion = model.generate(PROMPT, greedy=True, max_tokens=100)
+        completion = model.generate(PROMPT, greedy=True, max_tokens=100, ignore_eos=True)
         completion.text()
-        assert len(PROMPT) + len(completion.tokens) <= 16
-        assert completion.finish_reason in ("length", "stop")
+        assert len(PROMPT) + len(completion.tokens) == 16   # the context, not max_tokens
+        assert completion.finish_reason == "length"
     with pytest.raises(LilaError, match="context"):
         lila.load(ref.path, n_ctx=10 ** 6)
 
@@ -106,14 +118,16 @@ def test_next_chat_turn_reuses_the_cache(tiny, tmp_path):
 def test_chat_completion_shapes(tiny):
     _, model = tiny
     messages = [{"role": "user", "content": "the"}]
-    result = model.create_chat_completion(messages, max_tokens=6, greedy=True)
+    result = model.create_chat_completion(messages, max_tokens=6, greedy=True, ignore_eos=True)
     assert result["object"] == "chat.completion"
     choice = result["choices"][0]
     assert choice["message"]["role"] == "assistant"
-    assert choice["finish_reason"] in ("stop", "length")
+    assert choice["finish_reason"] == "length"
     usage = result["usage"]
+    assert usage["completion_tokens"] == 6 and usage["prompt_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    chunks = list(model.create_chat_completion(messages, max_tokens=6, greedy=True, stream=True))
+    chunks = list(model.create_chat_completion(messages, max_tokens=6, greedy=True, stream=True,
+                                               ignore_eos=True))
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)

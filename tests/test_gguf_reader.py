@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -196,11 +199,31 @@ def test_open_fifo_does_not_hang(tmp_path):
     assert "not a regular file" in open_error(tmp_path / "pipe")
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads anything")
-def test_open_permission_denied(tmp_path):
-    path = write_base_file(tmp_path)
-    path.chmod(0)
-    assert "permission denied" in open_error(path)
+AS_NOBODY = """
+import os, sys
+from lila.errors import LilaError
+from lila.formats.gguf import GGUFFile
+os.setgid(65534)
+os.setuid(65534)
+try:
+    GGUFFile.open(sys.argv[1])
+except LilaError as e:
+    print(e)
+"""
+
+
+def test_open_permission_denied():
+    with tempfile.TemporaryDirectory() as directory:
+        os.chmod(directory, 0o711)   # anyone reaches the file; its mode lets no one read it
+        path = write_base_file(Path(directory))
+        path.chmod(0)
+        if os.geteuid() != 0:
+            assert "permission denied" in open_error(path)
+        else:   # root reads anything: ask from a child that gives root up
+            r = subprocess.run([sys.executable, "-c", AS_NOBODY, str(path)],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.strip() == f"{path}: permission denied", r.stdout
 
 
 # --- the shipped model ------------------------------------------------------------------

@@ -24,10 +24,11 @@ import torch
 
 import hf_gguf
 import lila
-from kernel_reference import family_params, nmse
+from kernel_reference import family_params, nmse, runnable_families
 from lila.executor.native import NativeBackend
 from lila.executor.reference import ReferenceBackend
 from lila.formats.gguf import GGUFFile
+from lila.hardware.backends import NATIVE
 from lila.models import describe
 
 FAMILIES = family_params()
@@ -112,6 +113,7 @@ def test_bad_batches_are_refused(tiny, family):
         backend.forward(np.arange(4), 30)
 
 
+@pytest.mark.slow   # transformers' reading of the GGUF alone takes about 13 s
 @pytest.mark.parametrize("family", FAMILIES)
 def test_smollm2_matches_transformers(smollm2_path, smollm2_hf, family):
     hf_model, hf_tok = smollm2_hf
@@ -126,13 +128,16 @@ def test_smollm2_matches_transformers(smollm2_path, smollm2_hf, family):
     assert (got.argmax(-1) == expected.argmax(-1)).mean() >= 0.95
 
 
+@pytest.mark.xfail(not runnable_families(), strict=True, reason="no native kernels built")
 def test_smollm2_greedy_chat_on_the_default_backend(smollm2):
     """Every token the native backend picks greedily is one the reference ranks as
     nearly the best (8-bit activations can swap near-ties: on "What is the capital of
     France?" the first token's two candidates are 0.1 apart in 25)."""
     question = [{"role": "user", "content": "Name three colours of the rainbow."}]
     with lila.load(smollm2.path, n_ctx=512) as model:
-        assert model.choice.name in ("avx2", "avx512")
+        # By default, a CPU with native kernels runs the best family it supports.
+        assert model.choice.name in NATIVE, model.choice.reason
+        assert model.choice.kernels == model.choice.kernel_family, model.choice
         completion = model.chat(question, greedy=True, max_tokens=24)
         answer = completion.text()
         prompt = model.tokenize(model.template.render(question, add_generation_prompt=True),

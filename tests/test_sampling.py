@@ -189,6 +189,23 @@ def test_all_masked_is_an_error():
         Sampler(SamplingParams()).sample(np.full(10, -np.inf, np.float32), [])
 
 
+def test_ignore_eos_never_draws_an_end_token():
+    logits = random_logits(100)
+    ends = [int(i) for i in np.argsort(logits)[-2:]]   # the two most likely
+    runner_up = int(np.argsort(logits)[-3])
+    greedy = Sampler(SamplingParams(greedy=True, ignore_eos=True), eot_ids=ends)
+    assert greedy.sample(logits, []) == runner_up
+    sampler = Sampler(SamplingParams(top_k=0, top_p=1.0, min_p=0.0, temperature=5.0, seed=0,
+                                     ignore_eos=True), eot_ids=ends)
+    assert not set(ends) & {sampler.sample(logits, []) for _ in range(300)}
+    ids, probs = sampler.distribution(logits, [])
+    assert probs[np.isin(ids, ends)].sum() == 0
+    # Without the flag the end tokens are ordinary candidates: the greedy pick is one.
+    assert Sampler(SamplingParams(greedy=True), eot_ids=ends).sample(logits, []) == ends[-1]
+    with pytest.raises(LilaError, match="masked"):
+        Sampler(SamplingParams(ignore_eos=True), eot_ids=range(10)).sample(logits[:10], [])
+
+
 def test_full_vocabulary_without_top_k():
     logits = random_logits(151_936, 2.0)
     params = SamplingParams(top_k=0, seed=3)
@@ -202,7 +219,7 @@ def test_full_vocabulary_without_top_k():
     ("temperature", -0.1), ("temperature", float("nan")), ("temperature", float("inf")),
     ("top_k", -1), ("top_k", 2.5), ("top_p", 0.0), ("top_p", 1.5), ("top_p", float("nan")),
     ("min_p", -0.01), ("min_p", 2.0), ("repeat_penalty", 0.0), ("repeat_last_n", -2),
-    ("seed", -1), ("seed", "x"), ("greedy", "yes")])
+    ("seed", -1), ("seed", "x"), ("greedy", "yes"), ("ignore_eos", 1)])
 def test_nonsense_settings_are_errors(field, value):
     params = SamplingParams(**{field: value})
     with pytest.raises(LilaError, match=field):

@@ -7,7 +7,11 @@ position's argmax the same.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+
+# transformers takes about 13 s to read and dequantize the GGUF (the smollm2_hf fixture).
+pytestmark = pytest.mark.slow
 
 TOLERANCE = 2e-3
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

@@ -84,6 +84,7 @@ def _answer(model, messages: list[dict], options: dict) -> str:
             sys.stdout.flush()
         note = ""
     except KeyboardInterrupt:
+        completion.close()   # Ctrl-C in a write leaves it suspended, its stats unfinished
         note = ", stopped"
     s = completion.stats
     footer = (f"[{s.completion_tokens} tokens, {s.decode_tps:.1f} tok/s; prompt {s.prompt_tokens} "

@@ -40,13 +40,16 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     g.add_argument("-n", "--max-tokens", type=int, default=512, help="most tokens to generate")
     g.add_argument("--stop", action="append", default=[], help="stop at this text (repeatable)")
+    g.add_argument("--ignore-eos", action="store_true",
+                   help="never pick an end-of-turn token: write until --max-tokens, a full "
+                        "context or a --stop text")
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The generation options, checked now so that a bad flag costs no model load."""
     sampling = dict(greedy=args.greedy, temperature=args.temp, top_k=args.top_k,
                     top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
-                    repeat_last_n=args.repeat_last_n, seed=args.seed)
+                    repeat_last_n=args.repeat_last_n, seed=args.seed, ignore_eos=args.ignore_eos)
     SamplingParams(**sampling).validated()
     check_max_tokens(args.max_tokens)
     return dict(sampling, max_tokens=args.max_tokens, stop=args.stop)

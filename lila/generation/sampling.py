@@ -2,6 +2,8 @@
 
     repetition penalty -> top-k -> top-p -> min-p -> temperature -> softmax -> draw
 
+with the end-of-turn tokens masked first when ignore_eos is set.
+
 A vocabulary has ~150k entries and this runs once per generated token, so nothing here
 sorts or copies the whole vocabulary unless the settings leave no other way.
 """
@@ -26,6 +28,7 @@ class SamplingParams:
     repeat_last_n: int = 64    # 0: off, -1: the whole history
     seed: int | None = None    # None: fresh entropy
     greedy: bool = False       # also implied by temperature <= 0
+    ignore_eos: bool = False   # never pick a token that ends the turn (llama.cpp's --ignore-eos)
 
     @property
     def is_greedy(self) -> bool:
@@ -42,8 +45,9 @@ class SamplingParams:
                    minimum=-1)
         if self.seed is not None:
             _check_int("seed", self.seed, "a non-negative integer", minimum=0)
-        if not isinstance(self.greedy, (bool, np.bool_)):
-            raise LilaError(f"greedy must be true or false, got {self.greedy!r}")
+        for name in ("greedy", "ignore_eos"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise LilaError(f"{name} must be true or false, got {getattr(self, name)!r}")
         return self
 
 
@@ -63,9 +67,11 @@ class Sampler:
     """Draws tokens for one generation; its random stream is seeded once, so the same
     seed, logits and history give the same tokens."""
 
-    def __init__(self, params: SamplingParams):
+    def __init__(self, params: SamplingParams, *, eot_ids: Sequence[int] = ()):
+        """eot_ids: the tokens that end a turn, never drawn when params.ignore_eos."""
         self.params = params.validated()
         self.rng = np.random.default_rng(self.params.seed)
+        self.banned = np.array(sorted(eot_ids) if self.params.ignore_eos else [], np.int64)
 
     def sample(self, logits: np.ndarray, history: Sequence[int] = ()) -> int:
         """The next token id. logits: (vocab,) floats, -inf for a masked token."""
@@ -100,8 +106,12 @@ class Sampler:
 
     def _penalized(self, logits, history: Sequence[int]) -> np.ndarray:
         p = self.params
-        return apply_repeat_penalty(_checked(logits), history, p.repeat_penalty,
-                                    p.repeat_last_n)
+        logits = _checked(logits)
+        if self.banned.size:
+            logits = logits.copy()
+            logits[self.banned[self.banned < len(logits)]] = -np.inf
+            _checked(logits)   # a vocabulary of nothing but end tokens has nothing left
+        return apply_repeat_penalty(logits, history, p.repeat_penalty, p.repeat_last_n)
 
 
 def _checked(logits) -> np.ndarray:

@@ -82,7 +82,7 @@ class Completion:
     def __init__(self, session: Session, prompt: list[int], max_tokens: int,
                  sampling: SamplingParams, stop: list[str]):
         self.session, self.prompt, self.max_tokens = session, prompt, max_tokens
-        self.sampler = Sampler(sampling)
+        self.sampler = Sampler(sampling, eot_ids=session.tokenizer.eot_ids)
         self.stop = stop
         self.tokens: list[int] = []
         self.finish_reason: str | None = None
@@ -97,6 +97,11 @@ class Completion:
 
     def text(self) -> str:
         return "".join(self)
+
+    def close(self) -> None:
+        """Stop generating, for a reader that stops early (Ctrl-C); `stats` then cover
+        what was generated."""
+        self._pieces.close()
 
     def _run(self) -> Iterator[str]:
         session, tok = self.session, self.session.tokenizer
