@@ -24,6 +24,15 @@ def gemma3_path() -> Path:
     return resolve_model("gemma3")   # not pulled: a LilaError that says how to pull it
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that take transformers' Gemma 3 tokenizer (tok_fixtures.gemma3_tok: about 14 s
+    to build, once a session) are slow, as `pytest -m "not slow"` counts them."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if "gemma3_tok" in item.fixturenames or (params and params.params.get("tok_case") == "gemma3"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def smollm2(smollm2_path):
     import lila
