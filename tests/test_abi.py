@@ -129,7 +129,7 @@ def test_the_executor_names_the_kernels_of_an_op():
 def test_the_executor_refuses_an_op_it_cannot_run(case):
     native, lib = library(), library().lib
     bad = {
-        "type without kernels": lambda: matmul(native, GGMLType.Q5_1, row_bytes=48),
+        "type without kernels": lambda: matmul(native, GGMLType.Q8_1, row_bytes=72),
         "type out of range": lambda: op(native, kind=lib.LILA_OP_EMBED, wtype=abi.NTYPES,
                                         width=32, table_row_bytes=34),
         "negative type": lambda: op(native, kind=lib.LILA_OP_EMBED, wtype=-1, width=32,
