@@ -15,3 +15,8 @@ class UnsupportedError(LilaError):
 
 class ContextOverflowError(LilaError):
     """A prompt or generation would not fit in the model's context window."""
+
+
+class ModelChangedError(LilaError):
+    """The model file changed on disk while it was loaded (truncated, overwritten in
+    place): its weights can no longer be trusted. Load it again."""
