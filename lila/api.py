@@ -1,4 +1,10 @@
-"""The Python API: `lila.load(path)` returns a `Model`."""
+"""The Python API: `lila.load(path)` returns a `Model`.
+
+A Model may be used from any number of threads, and any number of its generations may be
+alive at once: each generation runs on a KV cache of its own (lila.generation.session),
+and forward passes take turns on the one backend, token by token. Every argument is
+checked here, so that a wrong one is a LilaError naming it, not a TypeError deep inside.
+"""
 from __future__ import annotations
 
 import os
@@ -11,13 +17,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from lila.chat_template import ChatTemplate
-from lila.errors import LilaError
+from lila.errors import LilaError, ModelChangedError
 from lila.executor import backend_class, choose, create
 from lila.executor.memory import CONVERTED, streaming
 from lila.executor.weights import SpillFile
 from lila.formats.gguf import GGUFFile
 from lila.generation.sampling import SamplingParams
-from lila.generation.session import Completion, Session, check_max_tokens
+from lila.generation.session import Completion, Engine, Session
 from lila.hardware.memory import available_memory
 from lila.models import ModelSpec, describe
 from lila.tokenizer import Tokenizer
@@ -37,15 +43,20 @@ def load(path: str | os.PathLike | None = None, *, n_ctx: int | None = None,
     None (default): LILA_LOW_MEMORY (1 or 0) if set, else only when the model does not
     fit, saying so on stderr."""
     from lila.store import resolve_model
-    return Model(resolve_model(None if path is None else str(path)), n_ctx=n_ctx,
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise LilaError(f"path must be a file path or None, not {type(path).__name__}")
+    return Model(resolve_model(None if path is None else os.fspath(path)), n_ctx=n_ctx,
                  backend=backend, threads=threads, max_batch=max_batch, low_memory=low_memory)
 
 
 class Model:
     def __init__(self, path: Path, *, n_ctx: int | None, backend: str | None,
                  threads: int | None = None, max_batch: int = 128, low_memory: bool | None = None):
-        if threads is not None and not 1 <= threads <= 1024:
-            raise LilaError(f"threads must be between 1 and 1024, not {threads}")
+        _check_int("n_ctx", n_ctx, 1, optional=True)
+        _check_int("threads", threads, 1, 1024, optional=True)
+        _check_int("max_batch", max_batch, 1, 1 << 20)
+        _check_type("backend", backend, str, "a backend name or None", optional=True)
+        _check_type("low_memory", low_memory, bool, "True, False or None", optional=True)
         self.path = Path(path)
         self.gguf = GGUFFile.open(self.path)
         try:
@@ -72,7 +83,7 @@ class Model:
         except BaseException:
             self.gguf.close()
             raise
-        self.session = Session(self.backend, self.tokenizer)
+        self.engine = Engine(self.backend, check=self._check_file)
 
     @property
     def config(self):
@@ -82,8 +93,22 @@ class Model:
     def name(self) -> str:
         return self.path.stem
 
+    def file_changed(self) -> str | None:
+        """One line saying how the model file on disk differs from the one loaded (size,
+        modification time, or another file at its path), or None if it does not."""
+        change = self.gguf.change()
+        return None if change is None else f"{self.gguf.path} {change.description}"
+
+    def _check_file(self) -> None:
+        # Before every forward pass: weights read from bytes changed under the map would
+        # silently give other answers (a truncation would fault: the native backends
+        # catch that too, as ModelChangedError, the others cannot).
+        change = self.gguf.change()
+        if change is not None and change.in_place:
+            raise ModelChangedError(f"{self.gguf.path} {change.description}; load it again")
+
     def close(self) -> None:
-        self.backend = self.session = None   # the backend's pointers into the map go first
+        self.backend = self.engine = None   # the backend's pointers into the map go first
         self.gguf.close()
 
     def __enter__(self) -> "Model":
@@ -95,29 +120,40 @@ class Model:
     def tokenize(self, text: str, special: bool = False, *, add_bos: bool = True) -> list[int]:
         """Token ids of text. special: text like "<|im_start|>" becomes its control token.
         add_bos: add the BOS/EOS tokens the model's tokenizer is configured to add."""
+        _check_type("text", text, str, "a string")
+        _check_type("special", special, bool, "True or False")
+        _check_type("add_bos", add_bos, bool, "True or False")
         return self.tokenizer.encode(text, add_special=add_bos, parse_special=special)
 
     def detokenize(self, ids: Sequence[int]) -> str:
+        ids = _token_ids("ids", ids)
+        self._check_ids(ids, empty_ok=True)
         return self.tokenizer.decode(ids)
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Teacher-forced logits, shape (len(ids), vocab): row i predicts token i + 1."""
-        ids = list(ids)
+        ids = _token_ids("ids", ids)
         self._check_ids(ids)
-        return self.session.evaluate(ids, all_logits=True)
+        kv = self._engine().acquire([])
+        try:
+            return Session(self.engine, self.tokenizer, kv).evaluate(ids, all_logits=True)
+        finally:
+            self.engine.release(kv)
 
     def generate(self, prompt: str | Sequence[int], *, max_tokens: int = DEFAULT_MAX_TOKENS,
-                 stop: Sequence[str] = (), **sampling: Any) -> Completion:
+                 stop: str | Sequence[str] | None = (), **sampling: Any) -> Completion:
         """Continue a raw prompt (text, whose special-token text is parsed, or token ids).
-        Iterate over the result for text pieces as they are generated."""
-        ids = self.tokenize(prompt, special=True) if isinstance(prompt, str) else list(prompt)
+        Iterate over the result for text pieces as they are generated. stop: a string or
+        a list of them, as the OpenAI API takes it."""
+        ids = self.tokenize(prompt, special=True) if isinstance(prompt, str) else _token_ids("prompt", prompt)
         self._check_ids(ids)
-        check_max_tokens(max_tokens)
-        return self.session.generate(ids, max_tokens=max_tokens, sampling=_sampling(sampling),
-                                     stop=stop)
+        _check_int("max_tokens", max_tokens, 1)
+        return Completion(self._engine(), self.tokenizer, ids, max_tokens, _sampling(sampling),
+                          _stops(stop))
 
     def chat(self, messages: list[dict], **kwargs: Any) -> Completion:
         """Answer a conversation (OpenAI-style messages) in the model's chat template."""
+        _check_messages(messages)
         prompt = self.template.render(messages, add_generation_prompt=True)
         # As transformers' apply_chat_template: the template writes any BOS itself.
         ids = self.tokenize(prompt, special=True, add_bos=False)
@@ -127,9 +163,10 @@ class Model:
                                max_tokens: int | None = None, stop: str | Sequence[str] | None = None,
                                **sampling: Any) -> dict | Iterator[dict]:
         """OpenAI chat.completion dict, or an iterator of chat.completion.chunk dicts."""
-        stops = [stop] if isinstance(stop, str) else list(stop or ())
-        completion = self.chat(messages, max_tokens=max_tokens or DEFAULT_MAX_TOKENS, stop=stops,
-                               **sampling)
+        _check_type("stream", stream, bool, "True or False")
+        _check_int("max_tokens", max_tokens, 1, optional=True)
+        completion = self.chat(messages, max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+                               stop=_stops(stop), **sampling)
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
                 "model": self.name}
         if stream:
@@ -149,13 +186,74 @@ class Model:
             yield chunk({"content": piece}, None)
         yield {**chunk({}, completion.finish_reason), "usage": _usage(completion)}
 
-    def _check_ids(self, ids: list[int]) -> None:
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise LilaError(f"{self.name}: the model is closed")
+        return self.engine
+
+    def _check_ids(self, ids: list[int], *, empty_ok: bool = False) -> None:
         vocab = self.config.vocab_size
         bad = [i for i in ids if not 0 <= i < vocab]
         if bad:
             raise LilaError(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1})")
-        if not ids:
+        if not ids and not empty_ok:
             raise LilaError("the prompt is empty")
+
+
+def _check_type(name: str, value: Any, kind: type, what: str, *, optional: bool = False) -> None:
+    if not ((value is None and optional) or isinstance(value, kind)):
+        raise LilaError(f"{name} must be {what}, not {_shown(value)}")
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None, *,
+               optional: bool = False) -> None:
+    """An int (numpy's too, never a bool or a float) in low..high."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise LilaError(f"{name} must be a whole number, not {_shown(value)}")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise LilaError(f"{name} must be {bounds}, not {value}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
+
+
+def _token_ids(name: str, ids: Any) -> list[int]:
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
+        raise LilaError(f"{name} must be a list of token ids, not {_shown(ids)}")
+    ids = list(ids)
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise LilaError(f"{name} must be a list of token ids; it holds {_shown(i)}")
+    return [int(i) for i in ids]
+
+
+def _stops(stop: Any) -> list[str]:
+    """stop as the OpenAI API takes it: None, one string, or a list of strings."""
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
+        return list(stop)
+    raise LilaError(f"stop must be a string or a list of strings, not {_shown(stop)}")
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise LilaError(f"messages must be a non-empty list of {{'role', 'content'}} dicts, "
+                        f"not {_shown(messages)}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise LilaError(f"messages[{i}] must be a dict with a string 'role', not {_shown(message)}")
+        content = message.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise LilaError(f"messages[{i}]['content'] must be a string or a list of parts, "
+                            f"not {_shown(content)}")
 
 
 def _sampling(kwargs: dict) -> SamplingParams:

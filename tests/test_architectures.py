@@ -11,6 +11,7 @@ import pytest
 
 import hf_gguf
 import lila
+from lila.generation.session import Session
 
 TOLERANCE = 1e-4
 PROMPT_LENGTHS = (1, 7, 23, 40)
@@ -60,9 +61,10 @@ def test_incremental_decode_matches_full_prefill(tiny):
     ref, model = tiny
     ids = prompts(hf_gguf.VOCAB)[2]
     expected = ref.logits(ids)
-    model.session.cached = []
+    session = Session(model.engine, model.tokenizer, model.engine.backend.new_kv())
     for i, token in enumerate(ids):
-        got = model.session.evaluate(ids[:i + 1])   # reuses the cached prefix: one new token
+        got = session.evaluate(ids[:i + 1])   # reuses the cached prefix: one new token
+        assert len(session.cached) == i + 1
         assert np.abs(got - expected[i]).max() < TOLERANCE
 
 

@@ -370,7 +370,7 @@ def test_context_request_beyond_the_model(files):
     exc, _, _ = load_error(files["base"], n_ctx=CTX + 1)
     assert isinstance(exc, LilaError) and f"context {CTX + 1} is outside 1..{CTX}" in str(exc)
     exc, _, _ = load_error(files["base"], n_ctx=0)
-    assert isinstance(exc, LilaError) and "context 0 is outside" in str(exc)
+    assert isinstance(exc, LilaError) and "n_ctx must be at least 1, not 0" in str(exc)
 
 
 def test_prompt_longer_than_the_context(files):

@@ -410,7 +410,7 @@ def test_memory_estimate_counts_what_is_made(tiny):
     converted = {name: backend._matrices[name][1].nbytes for name in backend.converted}
     assert estimate["weights (converted to Q8_0)"] == sum(converted.values()) > 0
     assert estimate["KV cache (fp16)"] == sum(k.nbytes + v.nbytes
-                                              for k, v in zip(backend.k_cache, backend.v_cache))
+                                              for k, v in zip(backend.kv.k, backend.kv.v))
 
 
 # --- SmolLM2 ----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ Compiling fuses what would otherwise be extra passes over memory or extra barrie
   - a matmul whose output is only added to the residual stream accumulates into it.
 Weights stay in the GGUF map; only types without kernels are converted (to Q8_0) at load,
 into anonymous memory or, in low-memory mode, a spill file (lila.executor.weights).
+The program holds no KV cache: each forward pass is given the sequence's (KVCache).
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lila.errors import LilaError
+from lila.errors import LilaError, ModelChangedError
+from lila.executor.kv import KVCache
 from lila.executor.plan import Op, Plan
 from lila.executor.memory import CONVERTED, MAPPED
 from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile, matmul_weight
@@ -64,6 +66,8 @@ class NativeBackend:
         self._tokens_ptr = native.ffi.cast("int32_t *", native.ffi.from_buffer(self._tokens))
         self.logits_buffer = program.buffers[plan.logits]
         self.converted = program.converted
+        self.path = gguf.path
+        self.kv = self.new_kv()     # for callers that run a single sequence
 
     def kernel_names(self) -> dict[str, str]:
         """Each kernel this model runs ("gemv[Q4_1]") and the symbol that implements it
@@ -87,7 +91,20 @@ class NativeBackend:
                                for width in plan.widths.values()),
         }
 
-    def forward(self, tokens: np.ndarray, pos0: int, *, all_logits: bool = False) -> np.ndarray:
+    def new_kv(self) -> KVCache:
+        """An empty KV cache for one sequence: fp16 rows (as uint16) of kv_heads * head_dim."""
+        ffi = self.native.ffi
+        k = [np.zeros((self.n_ctx, kv.n_kv_heads * kv.head_dim), np.uint16) for kv in self.plan.kv]
+        v = [np.zeros_like(rows) for rows in k]
+        k_ptrs = ffi.new("uint16_t *[]", [ffi.cast("uint16_t *", ffi.from_buffer(a)) for a in k] or [ffi.NULL])
+        v_ptrs = ffi.new("uint16_t *[]", [ffi.cast("uint16_t *", ffi.from_buffer(a)) for a in v] or [ffi.NULL])
+        handle = ffi.new("lila_kv *", {"k": k_ptrs, "v": v_ptrs, "n_layers": len(k),
+                                       "n_ctx": self.n_ctx})
+        # the pointer arrays live as long as the struct that points at them
+        return KVCache(k, v, self.n_ctx, (handle, k_ptrs, v_ptrs))
+
+    def forward(self, tokens: np.ndarray, pos0: int, kv: KVCache | None = None, *,
+                all_logits: bool = False) -> np.ndarray:
         """As ReferenceBackend.forward."""
         n = len(tokens)
         if not 0 < n <= self.max_batch or pos0 < 0 or pos0 + n > self.n_ctx:
@@ -97,7 +114,13 @@ class NativeBackend:
         if tokens.min() < 0 or tokens.max() >= 1 << 31:   # would wrap in the int32 copy
             raise ValueError("token id outside the vocabulary")
         self._tokens[:n] = tokens
-        if self.native.lib.lila_forward(self._ctx, self._tokens_ptr, n, pos0, int(all_logits)) != 0:
+        lib = self.native.lib
+        result = lib.lila_forward(self._ctx, (kv or self.kv).handle[0], self._tokens_ptr, n, pos0,
+                                  int(all_logits))
+        if result == lib.LILA_FAULT:
+            raise ModelChangedError(f"{self.path}: the model file changed on disk while in use "
+                                    f"(reading its weights failed); load it again")
+        if result != 0:
             raise ValueError("token id outside the vocabulary")
         logits = self.logits_buffer
         return logits[:n].copy() if all_logits else logits[n - 1:n].copy()
@@ -135,8 +158,6 @@ class _Compiler:
         self.vectors: dict[str, np.ndarray] = {}
         self.converted: dict[str, str] = {}
         self.ropes: list[tuple] = []
-        self.k_cache = [np.zeros((n_ctx, kv.n_kv_heads * kv.head_dim), np.uint16) for kv in plan.kv]
-        self.v_cache = [np.zeros(k.shape, k.dtype) for k in self.k_cache]   # calloc: no memset
 
     # -- pointers -------------------------------------------------------------------
 
@@ -166,8 +187,11 @@ class _Compiler:
         return self.matrices[name]
 
     def vector(self, name: str):
+        # A copy, never a view of the map: only the matmul and embedding kernels read the
+        # file, under the executor's SIGBUS guard; these are read outside it too (RoPE
+        # factors, by the calling thread). They are small: norms, biases, RoPE factors.
         if name not in self.vectors:
-            self.vectors[name] = np.ascontiguousarray(self.gguf.tensor(name), np.float32).reshape(-1)
+            self.vectors[name] = np.array(self.gguf.tensor(name), np.float32).reshape(-1)
         return self.ptr(self.vectors[name], "float *")
 
     # -- fusion analysis --------------------------------------------------------------
@@ -307,8 +331,7 @@ class _Compiler:
                            v_in=self.fp32(v), kv_in_stride=w[k], out=self.fp32(op.out),
                            out_stride=w[op.out], heads=a["heads"], kv_heads=a["kv_heads"],
                            head_dim=a["head_dim"], scale=a["scale"], window=a["window"] or 0,
-                           k_cache=self.ptr(self.k_cache[a["layer"]], "uint16_t *"),
-                           v_cache=self.ptr(self.v_cache[a["layer"]], "uint16_t *"))
+                           kv_layer=a["layer"])
         if op.kind in ("glu", "add"):
             return self.op(op.kind.upper(), flags=self.glu_flag(op) if op.kind == "glu" else 0, in_=self.fp32(op.ins[0]),
                            in_stride=w[op.ins[0]], in2=self.fp32(op.ins[1]), in2_stride=w[op.ins[1]],
@@ -348,5 +371,6 @@ class _Compiler:
         program.ops, program.n_ops = ops, len(emitted)
         program.ropes, program.n_ropes = ropes, len(self.ropes)
         program.max_batch, program.n_ctx = self.max_batch, self.n_ctx
-        self.keep += [ops, ropes, self.k_cache, self.v_cache]
+        program.n_kv_layers = len(self.plan.kv)
+        self.keep += [ops, ropes]
         return _Program(program, self.buffers, self.converted, kinds, self.keep)

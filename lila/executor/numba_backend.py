@@ -27,14 +27,16 @@ import numpy as np
 
 from lila.errors import LilaError
 from lila.executor import numba_kernels as kernels
+from lila.executor.kv import KVCache
 from lila.executor.plan import Op, Plan
 from lila.executor.memory import CONVERTED, MAPPED
 from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile, matmul_weight
 from lila.formats.gguf import GGUFFile
 from lila.native.abi import Q8_DTYPE, Q8_VALUES
 
-# step(n, pos0, all_logits): one op for a batch of n tokens at positions pos0..
-Step = Callable[[int, int, bool], None]
+# step(n, pos0, all_logits, kv): one op for a batch of n tokens at positions pos0.. of the
+# sequence whose cache is kv
+Step = Callable[[int, int, bool, KVCache], None]
 
 
 class NumbaBackend:
@@ -47,8 +49,6 @@ class NumbaBackend:
         self.threads = threads
         self.buffers = {name: np.zeros((self.max_batch, width), np.float32)
                         for name, width in plan.widths.items()}
-        self.k_cache = [np.zeros((n_ctx, kv.n_kv_heads * kv.head_dim), np.uint16) for kv in plan.kv]
-        self.v_cache = [np.zeros_like(k) for k in self.k_cache]
         self.converted: dict[str, str] = {}   # weight name -> the type it was converted from
         self._tokens = np.zeros(self.max_batch, np.int64)
         self._matrices: dict[str, tuple[int, np.ndarray]] = {}
@@ -57,6 +57,7 @@ class NumbaBackend:
         self._vocab_rows = min((gguf.tensors[op.weights[0]].shape[0] for op in plan.ops
                                 if op.kind == "embed"), default=0)
         self._steps = self._compile()
+        self.kv = self.new_kv()     # for callers that run a single sequence
 
     @staticmethod
     def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:
@@ -83,7 +84,13 @@ class NumbaBackend:
             + sum(max_batch * plan.widths[b] // Q8_VALUES * Q8_DTYPE.itemsize for b in quantized),
         }
 
-    def forward(self, tokens: np.ndarray, pos0: int, *, all_logits: bool = False) -> np.ndarray:
+    def new_kv(self) -> KVCache:
+        """An empty KV cache for one sequence: fp16 rows (as uint16) of kv_heads * head_dim."""
+        k = [np.zeros((self.n_ctx, kv.n_kv_heads * kv.head_dim), np.uint16) for kv in self.plan.kv]
+        return KVCache(k, [np.zeros_like(rows) for rows in k], self.n_ctx)
+
+    def forward(self, tokens: np.ndarray, pos0: int, kv: KVCache | None = None, *,
+                all_logits: bool = False) -> np.ndarray:
         """As ReferenceBackend.forward."""
         n = len(tokens)
         if not 0 < n <= self.max_batch or pos0 < 0 or pos0 + n > self.n_ctx:
@@ -96,8 +103,9 @@ class NumbaBackend:
         # from, every time (None: all numba started, its default)
         numba.set_num_threads(min(self.threads or numba.config.NUMBA_NUM_THREADS,
                                   numba.config.NUMBA_NUM_THREADS))
+        kv = kv or self.kv
         for step in self._steps:
-            step(n, pos0, all_logits)
+            step(n, pos0, all_logits, kv)
         logits = self.buffers[self.plan.logits]
         return logits[:n].copy() if all_logits else logits[n - 1:n].copy()
 
@@ -148,7 +156,7 @@ class NumbaBackend:
 
     def _quantize_step(self, buffer: str) -> Step:
         x, (d, s, qs) = self.buffers[buffer], self._q8_of(buffer)
-        return lambda n, pos0, all_logits: kernels.quantize_q8(x, n, d, s, qs)
+        return lambda n, pos0, all_logits, kv: kernels.quantize_q8(x, n, d, s, qs)
 
     def _embed(self, op: Op) -> Step:
         name = op.weights[0]
@@ -161,14 +169,14 @@ class NumbaBackend:
         if info.shape[1] != self.plan.widths[op.out]:
             raise LilaError(f"embedding {name} does not match the plan")
         tokens, scale, out = self._tokens, float(op.attrs["scale"]), self.buffers[op.out]
-        return lambda n, pos0, all_logits: kernels.embed(ggml_type, table, tokens, n, scale, out)
+        return lambda n, pos0, all_logits, kv: kernels.embed(ggml_type, table, tokens, n, scale, out)
 
     def _rmsnorm(self, op: Op) -> Step:
         x, weight, out = self.buffers[op.ins[0]], self._vector(op.weights[0]), self.buffers[op.out]
         eps, heads = float(op.attrs["eps"]), int(op.attrs["heads"])
         if weight.size * heads != out.shape[1]:
             raise LilaError(f"norm weight {op.weights[0]} does not match the plan")
-        return lambda n, pos0, all_logits: kernels.rmsnorm(x, n, weight, eps, heads, out)
+        return lambda n, pos0, all_logits, kv: kernels.rmsnorm(x, n, weight, eps, heads, out)
 
     def _linear(self, op: Op) -> Step:
         wtype, w = self._matrix(op.weights[0])
@@ -180,7 +188,7 @@ class NumbaBackend:
         bias = self._vector(op.weights[1]) if len(op.weights) > 1 else np.zeros(0, np.float32)
         last_row_only = bool(op.attrs["last_row_only"])
 
-        def step(n: int, pos0: int, all_logits: bool) -> None:
+        def step(n: int, pos0: int, all_logits: bool, kv: KVCache) -> None:
             first, count = (n - 1, 1) if last_row_only and not all_logits else (0, n)
             kernels.matmul(wtype, w, d, s, qs, first, count, bias, out)
         return step
@@ -193,26 +201,26 @@ class NumbaBackend:
             inv_freq = inv_freq / self._vector(op.weights[0])
         x, scale, neox = self.buffers[op.out], float(a["scale"]), bool(a["neox"])
         heads, head_dim, rot_dim = int(a["heads"]), int(a["head_dim"]), int(a["rot_dim"])
-        return lambda n, pos0, all_logits: kernels.rope(x, n, pos0, heads, head_dim, rot_dim,
+        return lambda n, pos0, all_logits, kv: kernels.rope(x, n, pos0, heads, head_dim, rot_dim,
                                                         inv_freq, scale, neox)
 
     def _attention(self, op: Op) -> Step:
         a = op.attrs
         q, k, v = (self.buffers[name] for name in op.ins)
-        k_cache, v_cache = self.k_cache[a["layer"]], self.v_cache[a["layer"]]
-        heads, head_dim, scale = int(a["heads"]), int(a["head_dim"]), float(a["scale"])
-        window, out = int(a["window"] or 0), self.buffers[op.out]
-        if (heads % a["kv_heads"] or k.shape[1] != k_cache.shape[1]
+        layer, heads, head_dim = a["layer"], int(a["heads"]), int(a["head_dim"])
+        scale, window, out = float(a["scale"]), int(a["window"] or 0), self.buffers[op.out]
+        kv = self.plan.kv[layer]
+        if (heads % a["kv_heads"] or k.shape[1] != kv.n_kv_heads * kv.head_dim
                 or q.shape[1] != heads * head_dim):
-            raise LilaError(f"attention of layer {a['layer']} does not match its buffers")
-        return lambda n, pos0, all_logits: kernels.attention(q, k, v, n, pos0, k_cache, v_cache,
-                                                             heads, head_dim, scale, window, out)
+            raise LilaError(f"attention of layer {layer} does not match its buffers")
+        return lambda n, pos0, all_logits, kv: kernels.attention(
+            q, k, v, n, pos0, kv.k[layer], kv.v[layer], heads, head_dim, scale, window, out)
 
     def _glu(self, op: Op) -> Step:
         gate, up, out = self.buffers[op.ins[0]], self.buffers[op.ins[1]], self.buffers[op.out]
         kernel = {"silu": kernels.silu_mul, "gelu_tanh": kernels.gelu_mul}[op.attrs["activation"]]
-        return lambda n, pos0, all_logits: kernel(gate, up, n, out)
+        return lambda n, pos0, all_logits, kv: kernel(gate, up, n, out)
 
     def _add(self, op: Op) -> Step:
         a, b, out = self.buffers[op.ins[0]], self.buffers[op.ins[1]], self.buffers[op.out]
-        return lambda n, pos0, all_logits: kernels.add(a, b, n, out)
+        return lambda n, pos0, all_logits, kv: kernels.add(a, b, n, out)

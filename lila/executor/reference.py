@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from lila.executor.kv import KVCache
 from lila.executor.memory import MAPPED
 from lila.executor.plan import Op, Plan
 from lila.formats.gguf import GGUFFile
@@ -25,8 +26,7 @@ class ReferenceBackend:
         self.weights = {name: gguf.tensor(name) for name in sorted(_dense_weights(plan))}
         self.buffers = {name: np.zeros((max_batch, width), np.float32)
                         for name, width in plan.widths.items()}
-        self.k_cache = [np.zeros((n_ctx, kv.n_kv_heads, kv.head_dim), np.float32) for kv in plan.kv]
-        self.v_cache = [np.zeros_like(k) for k in self.k_cache]
+        self.kv = self.new_kv()     # for callers that run a single sequence
 
     @staticmethod
     def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:
@@ -37,9 +37,16 @@ class ReferenceBackend:
             "activations": sum(4 * max_batch * width for width in plan.widths.values()),
         }
 
-    def forward(self, tokens: np.ndarray, pos0: int, *, all_logits: bool = False) -> np.ndarray:
-        """Run the plan for tokens at positions pos0.. ; the caches hold positions < pos0.
-        Returns logits of every token (all_logits) or of the last one, shape (rows, vocab)."""
+    def new_kv(self) -> KVCache:
+        """An empty KV cache for one sequence: fp32 (n_ctx, kv_heads, head_dim) per layer."""
+        k = [np.zeros((self.n_ctx, kv.n_kv_heads, kv.head_dim), np.float32) for kv in self.plan.kv]
+        return KVCache(k, [np.zeros_like(rows) for rows in k], self.n_ctx)
+
+    def forward(self, tokens: np.ndarray, pos0: int, kv: KVCache | None = None, *,
+                all_logits: bool = False) -> np.ndarray:
+        """Run the plan for tokens at positions pos0.. of the sequence whose cache is kv
+        (default: the backend's own), which holds positions < pos0. Returns logits of
+        every token (all_logits) or of the last one, shape (rows, vocab)."""
         n = len(tokens)
         if not 0 < n <= self.max_batch or pos0 < 0 or pos0 + n > self.n_ctx:
             raise ValueError(f"batch of {n} at position {pos0} does not fit "
@@ -47,6 +54,7 @@ class ReferenceBackend:
         self.tokens = np.asarray(tokens, dtype=np.int64)
         self.positions = pos0 + np.arange(n)
         self.all_logits = all_logits
+        self.cache = kv or self.kv
         for op in self.plan.ops:
             getattr(self, "_" + op.kind)(op, n)
         logits = self.buffers[self.plan.logits]
@@ -97,9 +105,10 @@ class ReferenceBackend:
         layer, hd, kvh = a["layer"], a["head_dim"], a["kv_heads"]
         group = a["heads"] // kvh
         pos0, end = int(self.positions[0]), int(self.positions[-1]) + 1
-        self.k_cache[layer][pos0:end] = self._in(op, n, 1).reshape(n, kvh, hd)
-        self.v_cache[layer][pos0:end] = self._in(op, n, 2).reshape(n, kvh, hd)
-        keys, values = self.k_cache[layer][:end], self.v_cache[layer][:end]
+        k_cache, v_cache = self.cache.k[layer], self.cache.v[layer]
+        k_cache[pos0:end] = self._in(op, n, 1).reshape(n, kvh, hd)
+        v_cache[pos0:end] = self._in(op, n, 2).reshape(n, kvh, hd)
+        keys, values = k_cache[:end], v_cache[:end]
         q = self._in(op, n, 0).reshape(n, kvh, group, hd)
         scores = np.einsum("nkgd,tkd->kgnt", q, keys) * np.float32(a["scale"])
         key_pos = np.arange(end)

@@ -353,6 +353,19 @@ def _check_overlaps(tensors: dict[str, TensorInfo], p: _HeaderParser) -> None:
             raise p.error(f"tensors {_q(a.name)} and {_q(b.name)} overlap in the file")
 
 
+@dataclass(frozen=True)
+class FileChange:
+    """What happened to a mapped file on disk. in_place: the mapped bytes themselves
+    changed (truncated, overwritten), so the weights read from them can't be trusted."""
+    description: str
+    in_place: bool
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """Which file, and which version of it: device, inode, size, modification time."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _unmap(mm: mmap.mmap) -> None:
     try:
         mm.close()
@@ -373,8 +386,10 @@ class GGUFFile:
     metadata: dict[str, Any]
     tensors: dict[str, TensorInfo]
 
-    def __init__(self, path: str, mm: mmap.mmap, size: int):
+    def __init__(self, path: str, mm: mmap.mmap, size: int, identity: tuple = (),
+                 location: str | os.PathLike | None = None):
         self.path, self._mm, self.file_size = path, mm, size
+        self._identity, self._location = identity, location
         self.version, self.alignment, self.metadata, self.tensors, self.data_offset = _parse(mm, size, path)
 
     @classmethod
@@ -402,7 +417,7 @@ class GGUFFile:
         except OSError as e:
             raise LilaError(f"{shown}: cannot read ({e.strerror or e})") from None
         try:
-            return cls(shown, mm, st.st_size)
+            return cls(shown, mm, st.st_size, _identity(st), path)
         except BaseException:
             _unmap(mm)
             raise
@@ -443,6 +458,23 @@ class GGUFFile:
                 self._mm.madvise(MADV_COLD, start, end - start)
             except OSError:
                 pass
+
+    def change(self) -> FileChange | None:
+        """How the file at this path differs from the one mapped at open, or None."""
+        try:
+            st = os.stat(self._location)
+        except OSError:
+            return FileChange("is no longer there (the loaded copy is intact)", in_place=False)
+        now = _identity(st)
+        if now[:2] != self._identity[:2]:
+            return FileChange("was replaced by another file (the loaded copy is intact)",
+                              in_place=False)
+        if now[2] != self._identity[2]:
+            return FileChange(f"changed size on disk ({self._identity[2]} -> {now[2]} bytes)",
+                              in_place=True)
+        if now != self._identity:
+            return FileChange("was modified on disk since it was loaded", in_place=True)
+        return None
 
     def unsupported_tensors(self) -> list[tuple[str, str]]:
         """(name, type name) of every tensor whose type Lila cannot dequantize, in file order."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -36,11 +36,11 @@ class SamplingParams:
 
     def validated(self) -> "SamplingParams":
         """self, or a LilaError naming the first setting that makes no sense."""
-        _check_real("temperature", self.temperature, self.temperature >= 0, ">= 0 (0: greedy)")
+        _check_real("temperature", self.temperature, lambda v: v >= 0, ">= 0 (0: greedy)")
         _check_int("top_k", self.top_k, ">= 0 (0: off)", minimum=0)
-        _check_real("top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1]")
-        _check_real("min_p", self.min_p, 0 <= self.min_p <= 1, "in [0, 1]")
-        _check_real("repeat_penalty", self.repeat_penalty, self.repeat_penalty > 0, "> 0")
+        _check_real("top_p", self.top_p, lambda v: 0 < v <= 1, "in (0, 1]")
+        _check_real("min_p", self.min_p, lambda v: 0 <= v <= 1, "in [0, 1]")
+        _check_real("repeat_penalty", self.repeat_penalty, lambda v: v > 0, "> 0")
         _check_int("repeat_last_n", self.repeat_last_n, ">= -1 (-1: the whole history)",
                    minimum=-1)
         if self.seed is not None:
@@ -51,10 +51,10 @@ class SamplingParams:
         return self
 
 
-def _check_real(name: str, value, in_range, expect: str) -> None:
+def _check_real(name: str, value, in_range: Callable[[float], bool], expect: str) -> None:
     # NaN compares false with everything, so the range tests alone would let it through.
     if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-            or not math.isfinite(value) or not in_range):
+            or not math.isfinite(value) or not in_range(value)):
         raise LilaError(f"{name} must be a number {expect}, got {value!r}")
 
 

@@ -1,17 +1,23 @@
-"""The token loop: prefill, decode, sampling and stopping over one KV cache.
+"""The token loop: prefill, decode, sampling and stopping, each generation on its own KV
+cache.
 
-A Session remembers which tokens its cache holds, so a new prompt that extends the last
-one (the next turn of a chat) only evaluates the tokens that differ.
+An Engine is a model's backend shared by every sequence: one forward pass at a time, each
+on the cache of the sequence it serves. A generation takes a cache when it starts and
+gives it back when it ends, is closed, or is dropped; free caches remember which tokens
+they hold, so a new prompt that extends an earlier one (the next turn of a chat) only
+evaluates the tokens that differ.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from lila.errors import ContextOverflowError, LilaError
+from lila.errors import ContextOverflowError, LilaError, ModelChangedError
+from lila.executor.kv import KVCache
 from lila.generation.sampling import Sampler, SamplingParams
 from lila.generation.stops import StopMatcher
 from lila.tokenizer import StreamDecoder, Tokenizer
@@ -37,11 +43,73 @@ class Stats:
         return steps / self.decode_seconds if self.decode_seconds > 0 else 0.0
 
 
-class Session:
-    def __init__(self, backend, tokenizer: Tokenizer):
-        self.backend, self.tokenizer = backend, tokenizer
+class Engine:
+    """A model's backend, shared by every sequence run on it.
+
+    The backend's activation buffers and threads serve one forward pass at a time, so
+    passes wait their turn at a lock held only for the pass itself: no caller's code runs
+    under it, and no pass waits on anything else, so no wait can deadlock. What a sequence
+    owns, its KV cache, is never shared: any number of generations, in any number of
+    threads or interleaved in one, each get the tokens they would get alone.
+
+    check: called before each pass, under the lock; raises ModelChangedError when the
+    model can no longer be trusted (its file changed). After such an error, or a fault
+    while reading the weights, every later pass raises it too.
+    """
+
+    def __init__(self, backend, *, check: Callable[[], None] | None = None, keep: int = 2):
+        self.backend, self.check, self.keep = backend, check, keep
         self.n_ctx, self.max_batch = backend.n_ctx, backend.max_batch
-        self.cached: list[int] = []   # tokens whose keys and values the cache holds, in order
+        self.broken: str | None = None
+        self.in_use = 0                  # caches held by sequences now
+        self._compute = threading.Lock()
+        self._pool = threading.Lock()
+        self._free: list[KVCache] = []   # least recently used first
+
+    def forward(self, kv: KVCache, tokens: Sequence[int], pos0: int, *,
+                all_logits: bool = False) -> np.ndarray:
+        with self._compute:
+            if self.broken:
+                raise ModelChangedError(self.broken)
+            try:
+                if self.check:
+                    self.check()
+                return self.backend.forward(np.asarray(tokens), pos0, kv, all_logits=all_logits)
+            except ModelChangedError as e:
+                self.broken = str(e)
+                raise
+
+    def acquire(self, prompt: Sequence[int]) -> KVCache:
+        """A cache for a sequence starting with prompt: the free one holding most of it,
+        else a new one."""
+        with self._pool:
+            self.in_use += 1
+            if self._free:
+                best = max(self._free, key=lambda kv: _common_prefix(kv.tokens, prompt))
+                self._free.remove(best)
+                return best
+        return self.backend.new_kv()
+
+    def release(self, kv: KVCache) -> None:
+        """Give a cache back; beyond `keep` free ones, the least recently used is dropped
+        (and its memory with it)."""
+        with self._pool:
+            self.in_use -= 1
+            self._free.append(kv)
+            if len(self._free) > self.keep:
+                del self._free[0]
+
+
+class Session:
+    """One sequence on an Engine: its KV cache, and the tokens the cache holds."""
+
+    def __init__(self, engine: Engine, tokenizer: Tokenizer, kv: KVCache):
+        self.engine, self.tokenizer, self.kv = engine, tokenizer, kv
+        self.n_ctx, self.max_batch = engine.n_ctx, engine.max_batch
+
+    @property
+    def cached(self) -> list[int]:
+        return self.kv.tokens
 
     def evaluate(self, ids: Sequence[int], *, all_logits: bool = False) -> np.ndarray:
         """Bring the cache to exactly `ids`, reusing the longest common prefix, and return
@@ -52,37 +120,35 @@ class Session:
         if len(ids) > self.n_ctx:
             raise ContextOverflowError(f"prompt is {len(ids)} tokens but the context holds "
                                        f"{self.n_ctx}")
-        start = 0 if all_logits else _common_prefix(self.cached, ids)
+        start = 0 if all_logits else _common_prefix(self.kv.tokens, ids)
         start = min(start, len(ids) - 1)   # the last token is always run, for its logits
-        self.cached = self.cached[:start]
+        del self.kv.tokens[start:]
         outputs = []
         for begin in range(start, len(ids), self.max_batch):
             chunk = ids[begin:begin + self.max_batch]
-            outputs.append(self.backend.forward(np.array(chunk), begin, all_logits=all_logits))
-            self.cached += chunk
+            outputs.append(self.engine.forward(self.kv, chunk, begin, all_logits=all_logits))
+            self.kv.tokens += chunk      # only rows a pass has written count as held
         return np.concatenate(outputs) if all_logits else outputs[-1][-1]
 
     def step(self, token: int) -> np.ndarray:
         """Append one token to the cache; the logits that follow it."""
-        if len(self.cached) >= self.n_ctx:
+        if len(self.kv.tokens) >= self.n_ctx:
             raise ContextOverflowError(f"the context of {self.n_ctx} tokens is full")
-        logits = self.backend.forward(np.array([token]), len(self.cached))
-        self.cached.append(token)
+        logits = self.engine.forward(self.kv, [token], len(self.kv.tokens))
+        self.kv.tokens.append(token)
         return logits[-1]
-
-    def generate(self, prompt: Sequence[int], *, max_tokens: int, sampling: SamplingParams,
-                 stop: Sequence[str] = ()) -> "Completion":
-        return Completion(self, list(prompt), max_tokens, sampling.validated(), list(stop))
 
 
 class Completion:
     """Iterates over the text pieces of one generation; afterwards `finish_reason`
-    ("stop" or "length"), `tokens` and `stats` say what happened."""
+    ("stop" or "length"), `tokens` and `stats` say what happened. It holds a KV cache
+    from its first piece until its last, or until it is closed or dropped."""
 
-    def __init__(self, session: Session, prompt: list[int], max_tokens: int,
+    def __init__(self, engine: Engine, tokenizer: Tokenizer, prompt: list[int], max_tokens: int,
                  sampling: SamplingParams, stop: list[str]):
-        self.session, self.prompt, self.max_tokens = session, prompt, max_tokens
-        self.sampler = Sampler(sampling, eot_ids=session.tokenizer.eot_ids)
+        self.engine, self.tokenizer = engine, tokenizer
+        self.prompt, self.max_tokens = prompt, max_tokens
+        self.sampler = Sampler(sampling.validated(), eot_ids=tokenizer.eot_ids)
         self.stop = stop
         self.tokens: list[int] = []
         self.finish_reason: str | None = None
@@ -104,7 +170,14 @@ class Completion:
         self._pieces.close()
 
     def _run(self) -> Iterator[str]:
-        session, tok = self.session, self.session.tokenizer
+        kv = self.engine.acquire(self.prompt)
+        try:
+            yield from self._generate(Session(self.engine, self.tokenizer, kv))
+        finally:   # also when the reader closes or drops the completion
+            self.engine.release(kv)
+
+    def _generate(self, session: Session) -> Iterator[str]:
+        tok = self.tokenizer
         decoder, stops = StreamDecoder(tok), StopMatcher(self.stop)
         t0 = time.perf_counter()
         self.stats.cached_tokens = min(_common_prefix(session.cached, self.prompt), len(self.prompt) - 1)

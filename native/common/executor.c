@@ -5,8 +5,14 @@
  * the threads meet at a barrier after each op. Workers spin briefly between forward
  * passes (a decode step follows the previous one within microseconds) and then sleep
  * on a condition variable, so an idle model costs no CPU.
+ *
+ * Each op runs under a SIGBUS guard (guarded_op): a fault jumps back to it, the thread
+ * marks the pass failed, and every thread skips the ops left but still meets the others
+ * at each barrier, so the pass ends normally and reports LILA_FAULT.
  */
 #include <math.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stddef.h>
 #include <pthread.h>
 #include <sched.h>
@@ -47,9 +53,11 @@ struct lila_ctx {
     float *rope_tables;       /* n_ropes x max_batch x rot_dim (cosines, then sines) */
     size_t rope_stride;       /* floats per rope table */
     /* the current forward pass */
+    const lila_kv *kv;
     const int32_t *tokens;
     size_t n, pos0;
     int all_logits;
+    atomic_int faulted;       /* a thread of this pass faulted: the rest is skipped */
     /* pool state; each counter on its own cache line, they are hammered */
     _Alignas(CACHE_LINE) atomic_int generation;
     _Alignas(CACHE_LINE) atomic_int barrier_count;
@@ -165,7 +173,7 @@ int lila_op_kernels(const lila_op *op, size_t *slots, size_t max)
     }
     case LILA_OP_ROPE: found[n++] = rope_slot(op->flags); break;
     case LILA_OP_ATTENTION:
-        if (op->kv_heads < 1 || op->heads % op->kv_heads) return -1;
+        if (op->kv_heads < 1 || op->heads % op->kv_heads || op->kv_layer < 0) return -1;
         found[n++] = SLOT(to_f16);
         found[n++] = SLOT(attn_scores);
         found[n++] = SLOT(softmax);
@@ -184,8 +192,11 @@ int lila_op_kernels(const lila_op *op, size_t *slots, size_t max)
 static int program_runs(const lila_program *program)
 {
     for (size_t i = 0; i < program->n_ops; i++) {
+        const lila_op *op = &program->ops[i];
+        if (op->kind == LILA_OP_ATTENTION && (size_t)op->kv_layer >= program->n_kv_layers)
+            return 0;
         size_t slots[LILA_MAX_OP_KERNELS];
-        int n = lila_op_kernels(&program->ops[i], slots, LILA_MAX_OP_KERNELS);
+        int n = lila_op_kernels(op, slots, LILA_MAX_OP_KERNELS);
         if (n < 0) return 0;
         for (int j = 0; j < n; j++)
             if (!kernel_at(program->kernels, slots[j])) return 0;
@@ -312,30 +323,37 @@ static void run_rope(lila_ctx *ctx, const lila_op *op, int tid)
              (size_t)op->rot_dim, table + t * (size_t)op->rot_dim);
 }
 
-static void run_attention(lila_ctx *ctx, const lila_op *op, int tid)
+/* Attention runs in two steps with a barrier between them (run_program): the batch's
+ * keys and values go into the cache, then every query sees them. */
+static void store_kv(lila_ctx *ctx, const lila_op *op, int tid)
 {
-    size_t kvh = (size_t)op->kv_heads, hd = (size_t)op->head_dim, heads = (size_t)op->heads;
-    size_t kv_width = kvh * hd, group = heads / kvh, lo, hi;
-    /* the batch's keys and values into the cache, then every query sees them */
+    size_t kv_width = (size_t)op->kv_heads * (size_t)op->head_dim, lo, hi;
+    uint16_t *k_cache = ctx->kv->k[op->kv_layer], *v_cache = ctx->kv->v[op->kv_layer];
     share(ctx->n * 2, tid, ctx->n_threads, 1, &lo, &hi);
     for (size_t i = lo; i < hi; i++) {
         size_t t = i / 2, pos = ctx->pos0 + t;
         if (i % 2 == 0)
-            K(ctx)->to_f16(op->k_in + t * op->kv_in_stride, kv_width, op->k_cache + pos * kv_width);
+            K(ctx)->to_f16(op->k_in + t * op->kv_in_stride, kv_width, k_cache + pos * kv_width);
         else
-            K(ctx)->to_f16(op->v_in + t * op->kv_in_stride, kv_width, op->v_cache + pos * kv_width);
+            K(ctx)->to_f16(op->v_in + t * op->kv_in_stride, kv_width, v_cache + pos * kv_width);
     }
-    barrier(ctx);
+}
+
+static void run_attention(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    size_t kvh = (size_t)op->kv_heads, hd = (size_t)op->head_dim, heads = (size_t)op->heads;
+    size_t kv_width = kvh * hd, group = heads / kvh, lo, hi;
+    const uint16_t *k_cache = ctx->kv->k[op->kv_layer], *v_cache = ctx->kv->v[op->kv_layer];
     float *scores = ctx->scratch[tid].scores;
     share(ctx->n * heads, tid, ctx->n_threads, 1, &lo, &hi);
     for (size_t i = lo; i < hi; i++) {
         size_t t = i / heads, h = i % heads, kv = h / group, pos = ctx->pos0 + t;
         size_t first = op->window > 0 && pos + 1 > (size_t)op->window ? pos + 1 - (size_t)op->window : 0;
         size_t count = pos + 1 - first;
-        K(ctx)->attn_scores(op->in + t * op->in_stride + h * hd, op->k_cache + first * kv_width + kv * hd,
+        K(ctx)->attn_scores(op->in + t * op->in_stride + h * hd, k_cache + first * kv_width + kv * hd,
                             kv_width, count, hd, op->scale, scores);
         K(ctx)->softmax(scores, count);
-        K(ctx)->attn_values(scores, op->v_cache + first * kv_width + kv * hd, kv_width, count, hd,
+        K(ctx)->attn_values(scores, v_cache + first * kv_width + kv * hd, kv_width, count, hd,
                             op->out + t * op->out_stride + h * hd);
     }
 }
@@ -360,22 +378,84 @@ static void run_elementwise(lila_ctx *ctx, const lila_op *op, int tid)
     }
 }
 
+/* Step `step` of an op: every op has one, but attention two (steps_of). No step waits
+ * at a barrier, so a thread that leaves one early (a fault) cannot strand the others. */
+static void run_step(lila_ctx *ctx, const lila_op *op, int step, int tid)
+{
+    switch (op->kind) {
+    case LILA_OP_EMBED: run_embed(ctx, op, tid); break;
+    case LILA_OP_RMSNORM: run_rmsnorm(ctx, op, tid); break;
+    case LILA_OP_RMSNORM_Q8: run_rmsnorm_q8(ctx, op, tid); break;
+    case LILA_OP_QUANTIZE: run_quantize(ctx, op, tid); break;
+    case LILA_OP_MATMUL: run_matmul(ctx, op, tid); break;
+    case LILA_OP_ROPE: run_rope(ctx, op, tid); break;
+    case LILA_OP_ATTENTION: (step == 0 ? store_kv : run_attention)(ctx, op, tid); break;
+    case LILA_OP_GLU:
+    case LILA_OP_ADD: run_elementwise(ctx, op, tid); break;
+    }
+}
+
+static int steps_of(const lila_op *op) { return op->kind == LILA_OP_ATTENTION ? 2 : 1; }
+
+/* -- SIGBUS ----------------------------------------------------------------------------
+ * While a thread runs an op, fault_jump points at where a fault returns it to; any other
+ * SIGBUS goes to the handler that was there before (Python's faulthandler, or the
+ * default: the process ends, as it would have without Lila). */
+
+/* initial-exec: reading it in the handler must not call into the dynamic linker */
+static _Thread_local __attribute__((tls_model("initial-exec"))) sigjmp_buf *fault_jump;
+static struct sigaction previous_bus;
+static pthread_once_t bus_handler_once = PTHREAD_ONCE_INIT;
+
+static void on_bus(int sig, siginfo_t *info, void *context)
+{
+    if (fault_jump) siglongjmp(*fault_jump, 1);
+    if (previous_bus.sa_flags & SA_SIGINFO) {
+        previous_bus.sa_sigaction(sig, info, context);
+    } else if (previous_bus.sa_handler == SIG_DFL) {
+        signal(sig, SIG_DFL);     /* the fault recurs on return, now fatal */
+    } else if (previous_bus.sa_handler != SIG_IGN) {
+        previous_bus.sa_handler(sig);
+    }
+}
+
+static void install_bus_handler(void)
+{
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = on_bus;
+    /* NODEFER: the handler leaves by siglongjmp, which (with sigsetjmp(, 0), no system
+       call per op) restores no signal mask, so SIGBUS must not be blocked in it */
+    action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGBUS, &action, &previous_bus);
+}
+
+/* 1 if the step faulted. Its own function, so that nothing the jump skips is live after
+ * it. */
+static int guarded_step(lila_ctx *ctx, const lila_op *op, int step, int tid)
+{
+    sigjmp_buf jump;
+    if (sigsetjmp(jump, 0)) {
+        fault_jump = NULL;
+        return 1;
+    }
+    fault_jump = &jump;
+    run_step(ctx, op, step, tid);
+    fault_jump = NULL;
+    return 0;
+}
+
 static void run_program(lila_ctx *ctx, int tid)
 {
     for (size_t i = 0; i < ctx->prog.n_ops; i++) {
         const lila_op *op = &ctx->prog.ops[i];
-        switch (op->kind) {
-        case LILA_OP_EMBED: run_embed(ctx, op, tid); break;
-        case LILA_OP_RMSNORM: run_rmsnorm(ctx, op, tid); break;
-        case LILA_OP_RMSNORM_Q8: run_rmsnorm_q8(ctx, op, tid); break;
-        case LILA_OP_QUANTIZE: run_quantize(ctx, op, tid); break;
-        case LILA_OP_MATMUL: run_matmul(ctx, op, tid); break;
-        case LILA_OP_ROPE: run_rope(ctx, op, tid); break;
-        case LILA_OP_ATTENTION: run_attention(ctx, op, tid); break;
-        case LILA_OP_GLU:
-        case LILA_OP_ADD: run_elementwise(ctx, op, tid); break;
+        for (int step = 0; step < steps_of(op); step++) {
+            if (!atomic_load_explicit(&ctx->faulted, memory_order_relaxed)
+                && guarded_step(ctx, op, step, tid))
+                atomic_store(&ctx->faulted, 1);
+            barrier(ctx);
         }
-        barrier(ctx);
     }
 }
 
@@ -429,16 +509,24 @@ static void compute_rope_tables(lila_ctx *ctx)
     }
 }
 
-int lila_forward(lila_ctx *ctx, const int32_t *tokens, size_t n, size_t pos0, int all_logits)
+int lila_forward(lila_ctx *ctx, const lila_kv *kv, const int32_t *tokens, size_t n,
+                 size_t pos0, int all_logits)
 {
     if (n == 0 || n > ctx->prog.max_batch || n > ctx->prog.n_ctx || pos0 > ctx->prog.n_ctx - n)
-        return -1;
+        return LILA_BAD_CALL;
+    /* the cache: one K and one V for each layer, each long enough */
+    if (kv->n_layers != ctx->prog.n_kv_layers || pos0 + n > kv->n_ctx)
+        return LILA_BAD_CALL;
+    for (size_t i = 0; i < kv->n_layers; i++)
+        if (!kv->k[i] || !kv->v[i]) return LILA_BAD_CALL;
     for (size_t i = 0; i < ctx->prog.n_ops; i++) {
         const lila_op *op = &ctx->prog.ops[i];
         if (op->kind != LILA_OP_EMBED) continue;
         for (size_t t = 0; t < n; t++)
-            if (tokens[t] < 0 || (size_t)tokens[t] >= op->table_rows) return -1;
+            if (tokens[t] < 0 || (size_t)tokens[t] >= op->table_rows) return LILA_BAD_CALL;
     }
+    ctx->kv = kv;
+    atomic_store(&ctx->faulted, 0);
     ctx->tokens = tokens;
     ctx->n = n;
     ctx->pos0 = pos0;
@@ -451,7 +539,7 @@ int lila_forward(lila_ctx *ctx, const int32_t *tokens, size_t n, size_t pos0, in
         pthread_mutex_unlock(&ctx->lock);
     }
     run_program(ctx, 0);   /* ends at a barrier: every worker has finished */
-    return 0;
+    return atomic_load(&ctx->faulted) ? LILA_FAULT : 0;
 }
 
 static void *alloc_floats(size_t count)
@@ -467,6 +555,7 @@ lila_ctx *lila_create(const lila_program *program, int n_threads)
     if (n_threads < 1 || n_threads > 1024 || program->max_batch == 0 || program->n_ctx == 0
         || !program_runs(program))
         return NULL;
+    pthread_once(&bus_handler_once, install_bus_handler);
     lila_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     ctx->prog = *program;

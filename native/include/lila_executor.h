@@ -1,10 +1,17 @@
 /* The plan executor: runs a model's compiled op list for a batch of tokens in one call.
  *
  * lila/executor/native.py compiles the Python Plan into an array of lila_op, with every
- * buffer, weight and cache pointer resolved at load (the weights point into the GGUF
- * map). lila_forward then runs the whole forward pass: a decode step is one call from
- * Python. A pool of threads, started once, splits each op's rows and waits at a barrier
- * only between ops that depend on each other.
+ * buffer and weight pointer resolved at load (the weights point into the GGUF map).
+ * lila_forward then runs the whole forward pass: a decode step is one call from Python.
+ * A pool of threads, started once, splits each op's rows and waits at a barrier only
+ * between ops that depend on each other.
+ *
+ * The KV cache is not part of the program: each call names the sequence's own (lila_kv),
+ * so one program serves any number of sequences, one call at a time.
+ *
+ * A model file truncated while mapped makes reading its weights raise SIGBUS. Every
+ * thread of the pool runs each op under a handler that turns the fault into an error of
+ * the call (LILA_FAULT), so the process survives and the caller can say what happened.
  */
 #ifndef LILA_EXECUTOR_H
 #define LILA_EXECUTOR_H
@@ -71,7 +78,7 @@ typedef struct {
     float *k_in;              /* the batch's K and V rows (kv_heads * head_dim floats) */
     float *v_in;
     size_t kv_in_stride;
-    uint16_t *k_cache, *v_cache;   /* n_ctx x kv_heads x head_dim fp16 */
+    int32_t kv_layer;         /* which of the lila_kv's caches holds this layer's K and V */
     int32_t kv_heads;
     int64_t window;           /* attend to the last `window` positions; 0: all */
 } lila_op;
@@ -89,8 +96,24 @@ typedef struct {
     const lila_rope_spec *ropes;
     size_t n_ropes;
     size_t max_batch, n_ctx;
+    size_t n_kv_layers;       /* caches a lila_kv holds: one past the highest kv_layer */
     const lila_kernels *kernels;
 } lila_program;
+
+/* One sequence's KV cache: for each of the program's n_kv_layers, the K and V of
+ * positions 0..n_ctx-1, each row kv_heads x head_dim fp16. */
+typedef struct {
+    uint16_t *const *k;       /* k[kv_layer] */
+    uint16_t *const *v;
+    size_t n_layers;
+    size_t n_ctx;
+} lila_kv;
+
+/* lila_forward's results besides 0 */
+enum {
+    LILA_BAD_CALL = -1,       /* a batch, position, token or cache the program cannot take */
+    LILA_FAULT = -2           /* a thread faulted reading memory (SIGBUS: a truncated file) */
+};
 
 typedef struct lila_ctx lila_ctx;
 
@@ -108,11 +131,12 @@ int lila_op_kernels(const lila_op *op, size_t *slots, size_t max);
  * the table lacks, or if memory or threads cannot be had. */
 lila_ctx *lila_create(const lila_program *program, int n_threads);
 
-/* Runs the program for tokens[0..n) at positions pos0.. (the cache holds < pos0).
- * Returns 0, or -1 for a batch the program was not made for (checked before any
- * pointer is formed). */
-int lila_forward(lila_ctx *ctx, const int32_t *tokens, size_t n, size_t pos0,
-                 int all_logits);
+/* Runs the program for tokens[0..n) at positions pos0.. of the sequence whose cache is kv
+ * (which holds positions < pos0). Returns 0; LILA_BAD_CALL for a batch, token or cache
+ * the program cannot take (checked before any pointer is formed); LILA_FAULT if reading
+ * memory faulted, the outputs and the cache's rows from pos0 on then being undefined. */
+int lila_forward(lila_ctx *ctx, const lila_kv *kv, const int32_t *tokens, size_t n,
+                 size_t pos0, int all_logits);
 
 void lila_destroy(lila_ctx *ctx);
 
