@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lila.errors import LilaError, ModelChangedError
-from lila.executor.kv import KVCache
+from lila.executor.kv import KVCache, SingleSequence
 from lila.executor.plan import Op, Plan
 from lila.executor.memory import CONVERTED, MAPPED
 from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile, matmul_weight
@@ -27,7 +27,7 @@ from lila.native import library
 from lila.native.abi import MATMUL_TYPES, Q8_DTYPE, Q8_VALUES, WEIGHT_TYPES
 
 
-class NativeBackend:
+class NativeBackend(SingleSequence):
     """Runs a plan with the kernels of one family ("avx2", "avx512-vnni", "neon", ...)."""
 
     def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int,
@@ -67,7 +67,6 @@ class NativeBackend:
         self.logits_buffer = program.buffers[plan.logits]
         self.converted = program.converted
         self.path = gguf.path
-        self.kv = self.new_kv()     # for callers that run a single sequence
 
     def kernel_names(self) -> dict[str, str]:
         """Each kernel this model runs ("gemv[Q4_1]") and the symbol that implements it
@@ -94,14 +93,15 @@ class NativeBackend:
     def new_kv(self) -> KVCache:
         """An empty KV cache for one sequence: fp16 rows (as uint16) of kv_heads * head_dim."""
         ffi = self.native.ffi
-        k = [np.zeros((self.n_ctx, kv.n_kv_heads * kv.head_dim), np.uint16) for kv in self.plan.kv]
-        v = [np.zeros_like(rows) for rows in k]
-        k_ptrs = ffi.new("uint16_t *[]", [ffi.cast("uint16_t *", ffi.from_buffer(a)) for a in k] or [ffi.NULL])
-        v_ptrs = ffi.new("uint16_t *[]", [ffi.cast("uint16_t *", ffi.from_buffer(a)) for a in v] or [ffi.NULL])
-        handle = ffi.new("lila_kv *", {"k": k_ptrs, "v": v_ptrs, "n_layers": len(k),
+
+        def handle(k: list[np.ndarray], v: list[np.ndarray]):
+            pointers = [ffi.new("uint16_t *[]", [ffi.cast("uint16_t *", ffi.from_buffer(a))
+                                                 for a in arrays] or [ffi.NULL]) for arrays in (k, v)]
+            kv = ffi.new("lila_kv *", {"k": pointers[0], "v": pointers[1], "n_layers": len(k),
                                        "n_ctx": self.n_ctx})
-        # the pointer arrays live as long as the struct that points at them
-        return KVCache(k, v, self.n_ctx, (handle, k_ptrs, v_ptrs))
+            return kv, pointers   # the pointer arrays live as long as the struct
+        return KVCache.zeroed([(self.n_ctx, kv.n_kv_heads * kv.head_dim) for kv in self.plan.kv],
+                              np.uint16, self.n_ctx, handle)
 
     def forward(self, tokens: np.ndarray, pos0: int, kv: KVCache | None = None, *,
                 all_logits: bool = False) -> np.ndarray:

@@ -27,7 +27,7 @@ import numpy as np
 
 from lila.errors import LilaError
 from lila.executor import numba_kernels as kernels
-from lila.executor.kv import KVCache
+from lila.executor.kv import KVCache, SingleSequence
 from lila.executor.plan import Op, Plan
 from lila.executor.memory import CONVERTED, MAPPED
 from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile, matmul_weight
@@ -39,7 +39,7 @@ from lila.native.abi import Q8_DTYPE, Q8_VALUES
 Step = Callable[[int, int, bool, KVCache], None]
 
 
-class NumbaBackend:
+class NumbaBackend(SingleSequence):
     name = "numba"
 
     def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int,
@@ -57,7 +57,6 @@ class NumbaBackend:
         self._vocab_rows = min((gguf.tensors[op.weights[0]].shape[0] for op in plan.ops
                                 if op.kind == "embed"), default=0)
         self._steps = self._compile()
-        self.kv = self.new_kv()     # for callers that run a single sequence
 
     @staticmethod
     def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:
@@ -86,8 +85,8 @@ class NumbaBackend:
 
     def new_kv(self) -> KVCache:
         """An empty KV cache for one sequence: fp16 rows (as uint16) of kv_heads * head_dim."""
-        k = [np.zeros((self.n_ctx, kv.n_kv_heads * kv.head_dim), np.uint16) for kv in self.plan.kv]
-        return KVCache(k, [np.zeros_like(rows) for rows in k], self.n_ctx)
+        return KVCache.zeroed([(self.n_ctx, kv.n_kv_heads * kv.head_dim) for kv in self.plan.kv],
+                              np.uint16, self.n_ctx)
 
     def forward(self, tokens: np.ndarray, pos0: int, kv: KVCache | None = None, *,
                 all_logits: bool = False) -> np.ndarray:

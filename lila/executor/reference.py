@@ -10,14 +10,14 @@ import math
 
 import numpy as np
 
-from lila.executor.kv import KVCache
+from lila.executor.kv import KVCache, SingleSequence
 from lila.executor.memory import MAPPED
 from lila.executor.plan import Op, Plan
 from lila.formats.gguf import GGUFFile
 from lila.formats.quants import dequantize
 
 
-class ReferenceBackend:
+class ReferenceBackend(SingleSequence):
     name = "reference"
 
     def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int):
@@ -26,7 +26,6 @@ class ReferenceBackend:
         self.weights = {name: gguf.tensor(name) for name in sorted(_dense_weights(plan))}
         self.buffers = {name: np.zeros((max_batch, width), np.float32)
                         for name, width in plan.widths.items()}
-        self.kv = self.new_kv()     # for callers that run a single sequence
 
     @staticmethod
     def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:
@@ -39,8 +38,8 @@ class ReferenceBackend:
 
     def new_kv(self) -> KVCache:
         """An empty KV cache for one sequence: fp32 (n_ctx, kv_heads, head_dim) per layer."""
-        k = [np.zeros((self.n_ctx, kv.n_kv_heads, kv.head_dim), np.float32) for kv in self.plan.kv]
-        return KVCache(k, [np.zeros_like(rows) for rows in k], self.n_ctx)
+        return KVCache.zeroed([(self.n_ctx, kv.n_kv_heads, kv.head_dim) for kv in self.plan.kv],
+                              np.float32, self.n_ctx)
 
     def forward(self, tokens: np.ndarray, pos0: int, kv: KVCache | None = None, *,
                 all_logits: bool = False) -> np.ndarray:
