@@ -1,16 +1,16 @@
 """Chat templates: a conversation turned into the prompt text the model was trained on.
 
 The template is the jinja2 source in the model file (`tokenizer.chat_template`), so it
-is untrusted input: CVE-2024-34359 was remote code execution through a template rendered
-in a plain jinja2 Environment. We render in jinja2's ImmutableSandboxedEnvironment, and
-tighten it further: touching an unsafe attribute (`''.__class__`) is an error at once
-rather than a silently empty value, and `*` / `**` cannot build a huge string or number.
+is an untrusted program: CVE-2024-34359 was remote code execution through a template
+rendered in a plain jinja2 Environment. lila.template_sandbox runs it in jinja2's
+ImmutableSandboxedEnvironment, tightened, and bounds each render in time, size and memory
+(TemplateLimits); compiling does no work the template chooses beyond parsing.
 
 The environment is otherwise the one transformers' `apply_chat_template` uses, so that a
 prompt here equals the reference's: trim_blocks and lstrip_blocks, the loopcontrols
 extension and transformers' `{% generation %}` tag, a `tojson` filter that does not
-escape HTML, the globals `raise_exception` and `strftime_now`, and the variables `messages`, `tools`, `documents`,
-`add_generation_prompt`, `bos_token` and `eos_token`.
+escape HTML, the globals `raise_exception` and `strftime_now`, and the variables
+`messages`, `tools`, `documents`, `add_generation_prompt`, `bos_token` and `eos_token`.
 
 Which template:
   - `tokenizer.chat_template`, the file's default;
@@ -22,28 +22,28 @@ Which template:
     back to as well. Files of one architecture such as llama come in many turn formats,
     so there is no guessing beyond that.
 
-Every failure, whether a syntax error, a sandbox violation, the template's own
-raise_exception or a type error inside it, is a LilaError with a one-line message: a
-wrong prompt must never go to the model silently.
+A file's template that cannot be used (it does not compile, or cannot render one user
+turn within the limits) does not stop the model from loading: `problem` says what is wrong,
+and the architecture's turn format above stands in for it, as `origin` says.
+
+Every failure, whether a syntax error, a sandbox violation, a limit, the template's own
+raise_exception or a type error inside it, is a LilaError with a one-line message that
+names the template, control characters shown escaped: a wrong prompt must never go to the
+model silently, and a template's text must not write to the terminal.
 """
 from __future__ import annotations
 
-import json
-import operator
-from datetime import datetime
 from typing import Any
 
 import jinja2
-import jinja2.ext
-import jinja2.nodes
-import jinja2.parser
-import jinja2.utils
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from lila.errors import LilaError, ModelFormatError
+from lila.errors import LilaError
+from lila.template_budget import TemplateLimits
+from lila.template_sandbox import ENVIRONMENT, render
 from lila.tokenizer import Tokenizer
 from lila.tokenizer.spm import GEMMA_ARCHITECTURES
+
+__all__ = ["ARCHITECTURE_TEMPLATES", "CHATML", "GEMMA", "ChatTemplate", "TemplateLimits"]
 
 CHATML = ("{% for message in messages %}"
           "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
@@ -99,147 +99,119 @@ GEMMA = """{{ bos_token }}
 ARCHITECTURE_TEMPLATES = dict.fromkeys(GEMMA_ARCHITECTURES, ("gemma", GEMMA))
 
 _KEY = "tokenizer.chat_template"
-_MAX_SIZE = 1 << 20  # longest string or list a `*` may build; bits of a `**` result
+# The conversation a file's template must render at load: one that cannot render this
+# cannot chat.
+_PROBE = [{"role": "user", "content": "Hello"}]
 
 
 class ChatTemplate:
     """A model's chat template(s), compiled once; render() turns messages into a prompt.
-    origin: where the default template came from, in words ("from the file", ...)."""
+    origin: where the default template came from, in words ("from the file", ...);
+    problem: why the file's template is not used (one line), or None;
+    limits: what one render may use."""
 
     def __init__(self, sources: dict[str, str], *, bos_token: str | None = None,
-                 eos_token: str | None = None, origin: str = "given by the caller"):
-        """sources: template name -> jinja2 source; "default" is the one used normally."""
-        self._templates = {name: _compile(name, src) for name, src in sources.items()}
+                 eos_token: str | None = None, origin: str = "given by the caller",
+                 limits: TemplateLimits | None = None):
+        """sources: template name -> jinja2 source; "default" is the one used normally.
+        Raises LilaError if one of them does not compile."""
+        self.limits = limits or TemplateLimits()
+        self._templates = {name: _compile(name, src, self.limits) for name, src in sources.items()}
+        self._unusable: dict[str, str] = {}   # name -> why, for a named template of the file
         self._tokens = {k: v for k, v in (("bos_token", bos_token), ("eos_token", eos_token))
                         if v is not None}
         self.origin = origin
+        self.problem: str | None = None
 
     @classmethod
-    def from_gguf_metadata(cls, metadata: dict[str, Any], tokenizer: Tokenizer) -> "ChatTemplate":
-        sources = {key[len(_KEY) + 1:]: src for key, src in metadata.items()
-                   if key.startswith(_KEY + ".") and isinstance(src, str)}
-        default, origin = metadata.get(_KEY), "from the file"
-        if not default:
-            arch = metadata.get("general.architecture")
-            if arch in ARCHITECTURE_TEMPLATES:
-                name, default = ARCHITECTURE_TEMPLATES[arch]
-                origin = f"{name}, the {arch} architecture's (none in the file)"
-            else:
-                default, origin = CHATML, "ChatML, the fallback (none in the file)"
-        if not isinstance(default, str):
-            raise ModelFormatError(f"{_KEY} is a {type(default).__name__}, not a string")
-        sources["default"] = default
-        return cls(sources, bos_token=_text(tokenizer, tokenizer.bos_id),
-                   eos_token=_text(tokenizer, tokenizer.eos_id), origin=origin)
+    def from_gguf_metadata(cls, metadata: dict[str, Any], tokenizer: Tokenizer, *,
+                           limits: TemplateLimits | None = None) -> "ChatTemplate":
+        """The file's templates. Never raises for a template: one that cannot be used is
+        left out, and the file's default is then replaced by the architecture's turns."""
+        template = cls({}, bos_token=_text(tokenizer, tokenizer.bos_id),
+                       eos_token=_text(tokenizer, tokenizer.eos_id), limits=limits)
+        problems = []
+        # Named templates other than tool_use are never picked: left uncompiled, so that a
+        # file cannot make loading compile a thousand of them.
+        if _KEY + ".tool_use" in metadata:
+            if (problem := template._add("tool_use", metadata[_KEY + ".tool_use"])) is not None:
+                template._unusable["tool_use"] = problem
+                problems.append(problem)
+        source, arch = metadata.get(_KEY), metadata.get("general.architecture")
+        fallback, fallback_source = ARCHITECTURE_TEMPLATES.get(arch, ("ChatML", CHATML))
+        whose = f"the {arch} architecture's" if arch in ARCHITECTURE_TEMPLATES else "the fallback"
+        if not source:
+            template.origin = f"{fallback}, {whose} (none in the file)"
+        elif (problem := template._add("default", source, probe=True)) is None:
+            template.origin = "from the file"
+        else:
+            problems.insert(0, problem)
+            template.origin = f"{fallback}, {whose} (the file's is unusable)"
+        if template.origin != "from the file":
+            template._templates["default"] = _compile("default", fallback_source, template.limits)
+        template.problem = "; ".join(problems) or None
+        return template
 
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True, tools=None,
                **extra: Any) -> str:
         """The prompt text for a conversation (OpenAI-style {"role", "content"} dicts).
         extra: further template variables, such as enable_thinking=False or documents."""
-        name = "tool_use" if tools is not None and "tool_use" in self._templates else "default"
+        name = "tool_use" if tools is not None and ("tool_use" in self._templates or
+                                                     "tool_use" in self._unusable) else "default"
+        if name in self._unusable:
+            raise LilaError(f"{_label(name)} is unusable: {self._unusable[name]}")
         context = {**self._tokens, "messages": messages, "tools": tools, "documents": None,
                    "add_generation_prompt": add_generation_prompt, **extra}
         try:
-            return self._templates[name].render(context)
-        except LilaError:
-            raise
-        except jinja2.TemplateError as e:
-            raise LilaError(f"chat template: {_one_line(e)}") from None
+            return render(self._templates[name], context, self.limits)
+        except jinja2.TemplateError as e:   # the sandbox's limits, raise_exception, undefined
+            raise LilaError(f"{_label(name)}: {_one_line(e.message or str(e))}") from None
+        except RecursionError:
+            raise LilaError(f"{_label(name)} recurses too deeply") from None
         except Exception as e:  # the template is a program: a TypeError in it is its error
-            raise LilaError(f"chat template failed: {type(e).__name__}: {_one_line(e)}") from None
+            raise LilaError(f"{_label(name)} failed: {type(e).__name__}: {_one_line(str(e))}") from None
+
+    def _add(self, name: str, source: Any, *, probe: bool = False) -> str | None:
+        """Compiles source as template name (probe: and renders one user turn with it);
+        None if it can be used, else why not."""
+        try:
+            if not isinstance(source, str):
+                raise LilaError(f"{_label(name)} is a {type(source).__name__}, not text")
+            self._templates[name] = _compile(name, source, self.limits)
+            if probe:
+                self.render(_PROBE, add_generation_prompt=True)
+        except LilaError as e:
+            self._templates.pop(name, None)
+            return str(e)
+        return None
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
-        # jinja2 returns an Undefined that only fails when used, and prints as "" when
-        # not: a probing template would render a quietly different prompt.
-        raise SecurityError(f"access to {attribute!r} of a {type(obj).__name__} is not allowed")
-
-    def call_binop(self, context, operator_name: str, left: Any, right: Any) -> Any:
-        if operator_name == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > _MAX_SIZE:
-                    raise SecurityError("the template builds a sequence that is too long")
-            return operator.mul(left, right)
-        if isinstance(left, int) and isinstance(right, int) and right * max(abs(left), 2).bit_length() > _MAX_SIZE:
-            raise SecurityError("the template computes a number that is too large")
-        return operator.pow(left, right)
+def _label(name: str) -> str:
+    return "chat template" if name == "default" else f"chat template {name!r}"
 
 
-class _GenerationTag(jinja2.ext.Extension):
-    """{% generation %}...{% endgeneration %}: transformers uses it to find the assistant's
-    text for training masks; when rendering a prompt it is its body, as written."""
-
-    tags = {"generation"}
-
-    def parse(self, parser: jinja2.parser.Parser) -> list[jinja2.nodes.Node]:
-        next(parser.stream)
-        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
-
-
-class _Namespace(jinja2.utils.Namespace):
-    """namespace() that refuses underscore names, which lead to Python internals."""
-
-    def __init__(*args: Any, **kwargs: Any):
-        self, args = args[0], args[1:]
-        attrs = dict(*args, **kwargs)
-        for name in attrs:
-            _check_name(name)
-        jinja2.utils.Namespace.__init__(self, attrs)
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        _check_name(name)
-        jinja2.utils.Namespace.__setitem__(self, name, value)
-
-
-def _check_name(name: Any) -> None:
-    if isinstance(name, str) and name.startswith("_"):
-        raise SecurityError(f"namespace attribute {name!r} is not allowed")
-
-
-def _make_dict(*args: Any, **kwargs: Any) -> dict:
-    # A function, not the dict type itself, which would hand the template a class object.
-    return dict(*args, **kwargs)
-
-
-def _raise_exception(message: Any) -> None:
-    raise LilaError(f"chat template: {message}")
-
-
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-def _environment() -> _Sandbox:
-    env = _Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols, _GenerationTag])
-    env.filters["tojson"] = _tojson
-    env.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now,
-                       namespace=_Namespace, dict=_make_dict)
-    return env
-
-
-_ENV = _environment()
-
-
-def _compile(name: str, source: str) -> jinja2.Template:
+def _compile(name: str, source: str, limits: TemplateLimits) -> jinja2.Template:
+    if len(source) > limits.source:
+        raise LilaError(f"{_label(name)} is {len(source)} characters long, more than the "
+                        f"{limits.source} a template may have")
     try:
-        return _ENV.from_string(source)
+        return ENVIRONMENT.from_string(source)
     except jinja2.TemplateSyntaxError as e:
-        raise LilaError(f"chat template {name!r} does not parse: {_one_line(e)} (line {e.lineno})") from None
+        raise LilaError(f"{_label(name)} does not parse: {_one_line(e.message or '')} "
+                        f"(line {e.lineno})") from None
+    except RecursionError:   # jinja2's parser recurses once per nested bracket or block
+        raise LilaError(f"{_label(name)} does not compile: it nests too deeply") from None
+    except Exception as e:   # Python's compiler refusing the generated code, MemoryError, ...
+        text = e.msg if isinstance(e, SyntaxError) else str(e)   # not the generated code's line
+        raise LilaError(f"{_label(name)} does not compile: {type(e).__name__}: {_one_line(text)}") from None
 
 
 def _text(tokenizer: Tokenizer, id: int | None) -> str | None:
     return None if id is None else tokenizer.token_bytes(id).decode("utf-8", errors="replace")
 
 
-def _one_line(error: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[:limit] + "..."
+def _one_line(text: str, limit: int = 300) -> str:
+    """text shortened, with every character that is not printable escaped (newlines, ESC,
+    bidirectional overrides): a template's message cannot forge a line or steer a terminal."""
+    text = text[:limit] + ("..." if len(text) > limit else "")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

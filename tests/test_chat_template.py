@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 
 import jinja2
 import pytest
 
 from lila import chat_template
-from lila.chat_template import CHATML, ChatTemplate
-from lila.errors import LilaError, ModelFormatError
+from lila.chat_template import CHATML, ChatTemplate, TemplateLimits
+from lila.errors import LilaError
 from tok_fixtures import gemma3_tok, smollm2_tok  # noqa: F401 (fixtures)
 
 # transformers' {% generation %} tag (training templates, SmolLM3's) renders its body.
@@ -325,18 +326,68 @@ def test_globals_filters_and_variables(smollm2_tok):
     "{{ messages[0]['content'] + 1 }}",
 ])
 def test_hostile_or_broken_templates_are_refused(smollm2_tok, source):
-    template = _ours(smollm2_tok, source)
     with pytest.raises(LilaError) as error:
-        template.render([{"role": "user", "content": "hi"}])
-    assert "\n" not in str(error.value) and len(str(error.value)) < 400
+        ChatTemplate({"default": source}).render([{"role": "user", "content": "hi"}])
+    message = str(error.value)
+    assert message.startswith("chat template") and message.isprintable() and len(message) < 400
+    # In a model file, the same template is left out: the model loads, with ChatML.
+    loaded = _ours(smollm2_tok, source)
+    assert loaded.problem is not None and loaded.problem.startswith("chat template")
+    assert loaded.origin == "ChatML, the fallback (the file's is unusable)"
+    assert loaded.render([{"role": "user", "content": "Hi"}]) == CHATML_HI
 
 
-def test_a_template_that_is_not_text_is_a_format_error(smollm2_tok):
-    with pytest.raises(ModelFormatError, match="chat_template"):
-        _ours(smollm2_tok, ["not", "a", "string"])
+def test_a_template_that_is_not_text_is_unusable(smollm2_tok):
+    template = _ours(smollm2_tok, ["not", "a", "string"])
+    assert template.problem == "chat template is a list, not text"
+    assert template.render([{"role": "user", "content": "Hi"}]) == CHATML_HI
 
 
 @pytest.mark.parametrize("source", ["{% for %}", "{{ unclosed", "{% if x %}no end", "{% generation %}x"])
-def test_syntax_errors_are_refused_at_load(smollm2_tok, source):
-    with pytest.raises(LilaError, match="does not parse"):
-        _ours(smollm2_tok, source)
+def test_syntax_errors_leave_the_architectures_turns(smollm2_tok, source):
+    with pytest.raises(LilaError, match="^chat template does not parse: .* \\(line 1\\)$"):
+        ChatTemplate({"default": source})
+    metadata = {**smollm2_tok.metadata, "tokenizer.chat_template": source, "general.architecture": "gemma3"}
+    template = ChatTemplate.from_gguf_metadata(metadata, smollm2_tok.ours)
+    assert template.problem.startswith("chat template does not parse")
+    assert template.origin == "gemma, the gemma3 architecture's (the file's is unusable)"
+    assert template.render([{"role": "user", "content": "Hi"}]) == GEMMA_HI
+
+
+def test_a_template_that_cannot_render_one_user_turn_is_unusable(smollm2_tok):
+    template = _ours(smollm2_tok, "{{ raise_exception('only for tests') }}")
+    assert template.problem == "chat template: only for tests"
+    assert template.render([{"role": "user", "content": "Hi"}]) == CHATML_HI
+    assert _ours(smollm2_tok, CHATML).problem is None
+
+
+def test_an_unusable_tool_use_template_is_an_error_with_tools_only(smollm2_tok):
+    metadata = {**smollm2_tok.metadata, "tokenizer.chat_template": "plain",
+                "tokenizer.chat_template.tool_use": "{% for %}"}
+    template = ChatTemplate.from_gguf_metadata(metadata, smollm2_tok.ours)
+    assert template.origin == "from the file"
+    assert template.problem.startswith("chat template 'tool_use' does not parse")
+    assert template.render([]) == "plain"
+    with pytest.raises(LilaError, match="^chat template 'tool_use' is unusable: chat template 'tool_use' does not"):
+        template.render([], tools=TOOLS)
+
+
+# A long conversation in real templates: how far it stays from the limits.
+LONG = [{"role": "system", "content": "Be helpful. " * 100}] + [
+    {"role": role, "content": f"Turn {i}: " + "words and more words, " * 50}
+    for i in range(200) for role in ("user", "assistant")]
+
+
+@pytest.mark.parametrize("name", ["smollm2", "llama3.2", "qwen2.5", "gemma3"])
+def test_real_templates_stay_far_below_the_limits(smollm2_tok, name):
+    source = {"smollm2": smollm2_tok.metadata["tokenizer.chat_template"], "llama3.2": LLAMA32_TOOLS,
+              "qwen2.5": QWEN25, "gemma3": GEMMA3}[name]
+    limits = TemplateLimits()
+    # A sixteenth of the memory limit is enough...
+    tight = TemplateLimits(memory=limits.memory // 16)
+    prompt = ChatTemplate({"default": source}, limits=tight).render(LONG, tools=TOOLS)
+    assert len(prompt) > sum(len(m["content"]) for m in LONG)   # ~0.45 MB
+    # ...and the render takes a small fraction of the time limit, slow machine or not.
+    start = time.perf_counter()
+    ChatTemplate({"default": source}).render(LONG, tools=TOOLS)
+    assert time.perf_counter() - start < limits.seconds / 10

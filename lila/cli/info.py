@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
             ("tokenizer", f"{tokenizer.kind}, {tokenizer.vocab_size} tokens"),
             ("chat template", template.origin),
         ]
+        if template.problem:   # the file's template, and why it is not used (one line)
+            rows.append(("chat template problem", template.problem))
         rows.append(("backend", f"{choice.name} ({choice.reason})"))
         total = sum(memory.values())
         available = available_memory()

@@ -60,6 +60,8 @@ def load_model(args: argparse.Namespace):
     model = lila.load(args.model, n_ctx=args.ctx_size, backend=args.backend,
                       threads=args.threads, low_memory=args.low_memory)
     notice_fallback(model.choice)
+    if model.template.problem:   # the file's chat template cannot be used: say so, once per load
+        print(f"lila: warning: {model.template.problem}; using {model.template.origin}", file=sys.stderr)
     return model
 
 
