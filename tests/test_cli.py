@@ -434,10 +434,9 @@ class ChatProcess:
 
     def quit(self) -> tuple[str, str]:
         self.say("/quit")
-        self.pump(lambda: self.proc.poll() is not None)
-        self.out.drain()
+        self.out.read_until(None, self.err)     # until the chat closes its stdout
+        assert self.proc.wait(TIMEOUT) == 0, self.err.text()
         self.err.join(5)
-        assert self.proc.returncode == 0, self.err.text()
         return self.stdout(), self.err.text()
 
     def close(self) -> None:
