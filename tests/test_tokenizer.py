@@ -234,6 +234,13 @@ def test_inconsistent_metadata_is_a_format_error(changes, message):
     ("tokenizer.ggml.model", np.array([1, 2], np.uint8), "is not a string (it is an array of 2 uint8)"),
     ("tokenizer.ggml.pre", ["qwen2"], "is not a string (it is an array of 1)"),
     ("general.architecture", 7, "is not a string (it is an int)"),
+    # Found by the fuzzer (tests/fuzz.py, gguf seed 22516): int(inf) raised OverflowError.
+    ("tokenizer.ggml.token_type", np.full(7, np.inf, np.float32),
+     "is not an array of integers (it is an array of 7 float32)"),
+    ("tokenizer.ggml.token_type", np.ones(7, bool), "is not an array of integers (it is an array of 7 bool)"),
+    ("tokenizer.ggml.token_type", [[1, 2]] * 7, "is not an array of integers (it is an array of 7)"),
+    ("tokenizer.ggml.token_type", "1111111", "is not an array of integers (it is a str)"),
+    ("tokenizer.ggml.scores", ["0"] * 7, "is not an array of numbers (it is an array of 7)"),
 ])
 def test_metadata_of_the_wrong_type_is_a_format_error(key, value, says):
     # Each was a TypeError or ValueError traceback (an array's truth value, int() of an array).

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from lila.errors import ModelFormatError, UnsupportedError
 
 # llama.cpp's token types (llama_token_type in llama.h).
@@ -127,15 +129,19 @@ def _number_list(metadata: dict, key: str, n: int, kind: type) -> list | None:
     value = metadata.get(key)
     if value is None:
         return None
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        raise ModelFormatError(f"{key} is not an array")
-    if len(value) != n:
-        raise ModelFormatError(f"{key} has {len(value)} entries for {n} tokens")
+    # Token types must be integers (int(inf) would raise OverflowError, int(0.5) guess);
+    # scores may be any numbers. Neither may be bools, strings or nested arrays.
+    kinds, words = ("iu", "integers") if kind is int else ("iuf", "numbers")
     try:
-        # tolist() first: converting numpy scalars one by one is several times slower.
-        return [kind(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
-    except (TypeError, ValueError):
-        raise ModelFormatError(f"{key} holds values that are not numbers") from None
+        array = np.asarray(value)
+    except ValueError:   # a ragged nested list
+        array = None
+    if array is None or array.ndim != 1 or array.dtype.kind not in kinds:
+        raise ModelFormatError(f"{key} is not an array of {words} (it is {_kind(value)})")
+    if len(array) != n:
+        raise ModelFormatError(f"{key} has {len(array)} entries for {n} tokens")
+    # tolist() first: converting numpy scalars one by one is several times slower.
+    return [kind(v) for v in array.tolist()]
 
 
 # The GGUF reader gives integer scalars as Python ints and arrays as numpy arrays or
