@@ -18,13 +18,14 @@ def accept_any_stdin() -> None:
         sys.stdin.reconfigure(errors="surrogateescape")
 
 
-def decoded(text: str, what: str, encoding: str) -> str:
+def decoded(text: str, what: str, encoding: str | None) -> str:
     """text with each undecodable byte (a lone surrogate) replaced by U+FFFD. what: the text
     in words, for the note ("the line"); encoding: the one it was decoded with."""
     try:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
+        encoding = encoding or "utf-8"      # a stand-in stdin (StringIO) has none
         print(f"({what} holds bytes that are not {encoding}: each became \ufffd)", file=sys.stderr)
         return text.encode(encoding, "surrogateescape").decode(encoding, "replace")
 
