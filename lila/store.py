@@ -60,7 +60,9 @@ CHUNK = 1 << 20
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LILA_HOME") or Path.home() / ".cache/lila/models").expanduser()
+    home = os.environ.get("LILA_HOME")
+    return _expand_user(home, "LILA_HOME=") if home else _expand_user("~/.cache/lila/models",
+                                                                        "the model cache ")
 
 
 def resolve_model(spec: str | None) -> Path:
@@ -68,7 +70,16 @@ def resolve_model(spec: str | None) -> Path:
     name, or a URL / Hugging Face spec that was pulled before."""
     if spec is None:
         return _default_model()
-    path = Path(spec).expanduser()
+    if "\0" in spec:
+        raise LilaError(f"the model path {_shown(spec)} holds a NUL byte")
+    try:
+        return _resolve(spec)
+    except OSError as e:   # a file name too long, a folder on the way that cannot be read, ...
+        raise LilaError(f"cannot look up the model {_shown(spec)}: {e.strerror or _why(e)}") from None
+
+
+def _resolve(spec: str) -> Path:
+    path = _expand_user(spec, "the model path ")
     if path.is_dir():
         return _single_gguf(path)
     if path.exists():
@@ -85,18 +96,42 @@ def resolve_model(spec: str | None) -> Path:
         cached = cache_dir() / file_name(url)
         if cached.is_file():
             return cached
-        raise LilaError(f"{spec} is not pulled yet: run `lila pull {spec}`")
+        raise LilaError(f"{_shown(spec)} is not pulled yet: run `lila pull {_shown(spec)}`")
     if Path(spec).name == spec:   # a bare name, never a way out of the cache directory
         for candidate in (cache_dir() / spec, cache_dir() / f"{spec}.gguf"):
             if candidate.is_file():
                 return candidate
-    raise LilaError(f"no such model file or pulled model: {spec}")
+    raise LilaError(f"no such model file or pulled model: {_shown(spec)}")
+
+
+def _expand_user(text: str, what: str) -> Path:
+    """Path(text) with a leading ~ or ~user expanded; a LilaError where it cannot be (no such
+    user, no home directory), rather than a path that silently means a folder named "~x"."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise LilaError(f"cannot expand {_shown(text.split('/', 1)[0])} in {what}{_shown(text)}: "
+                        "no such user with a home directory") from None
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """text for a one-line message: quoted if it holds control characters, shortened if long."""
+    shown = text if text.isprintable() else repr(text)
+    return shown if len(shown) <= limit else f"{shown[:limit - 30]}...{shown[-27:]}"
 
 
 def pull(spec: str | None = None) -> Path:
     """Fetch a model into place and return its path: None, "default" or "smollm2" for the
     default model; a name in SPLIT_MODELS; an http(s) URL; hf://owner/repo/file.gguf or
     owner/repo:file.gguf."""
+    try:
+        return _pull(spec)
+    except OSError as e:   # the cache cannot be written: read-only, full, a name too long
+        where = f" ({_shown(os.fsdecode(e.filename))})" if e.filename else ""
+        raise LilaError(f"cannot pull {_shown(spec or 'the default model')}: {e.strerror or _why(e)}{where}") from None
+
+
+def _pull(spec: str | None) -> Path:
     if spec is None or spec.lower() in DEFAULT_NAMES:
         return _install_default()
     if spec in SPLIT_MODELS:
@@ -105,12 +140,14 @@ def pull(spec: str | None = None) -> Path:
     else:
         url = remote_url(spec)
         if url is None:
-            raise LilaError(f"cannot pull {spec!r}: give {', '.join(SPLIT_MODELS)}, an http(s) "
+            raise LilaError(f"cannot pull {_shown(repr(spec))}: give {', '.join(SPLIT_MODELS)}, an http(s) "
                             "URL, hf://owner/repo/file.gguf or owner/repo:file.gguf")
         dest = cache_dir() / file_name(url)
     if dest.is_file():
         print(f"already pulled: {dest}", file=sys.stderr)
         return dest
+    if dest.parent.exists() and not dest.parent.is_dir():
+        raise LilaError(f"the model cache {dest.parent} is not a folder (set LILA_HOME to one)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if url is None:
         _pull_split(SPLIT_MODELS[spec], dest)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,11 +27,12 @@ TIMEOUT = 120          # generous: a loaded CI machine; the commands take second
 QUESTION = "Name the capital of France."
 
 
-def lila(*args: str | Path, input: str | None = None, timeout: float = TIMEOUT
-         ) -> subprocess.CompletedProcess:
+def lila(*args: str | Path, input: str | None = None, timeout: float = TIMEOUT,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lila", *map(str, args)], input=input,
                           stdin=subprocess.DEVNULL if input is None else None,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def lila_all(*commands: tuple) -> list[subprocess.CompletedProcess]:
@@ -128,6 +131,16 @@ def test_info_on_what_is_not_a_model(tmp_path):
     assert_one_error_line(text_result, says="notes.txt")
 
 
+def test_model_names_that_are_not_paths(tmp_path):
+    # Each was a traceback: OSError (ENAMETOOLONG) from Path.exists(), RuntimeError from
+    # Path.expanduser().
+    assert_one_error_line(lila("info", tmp_path / ("a" * 300 + ".gguf")),
+                          says="File name too long")
+    assert_one_error_line(lila("run", "some-model", "hi",
+                               env={"LILA_HOME": "~lila-test-no-such-user/x"}),
+                          says="cannot expand ~lila-test-no-such-user in LILA_HOME=")
+
+
 # --- lila run ----------------------------------------------------------------------------
 
 def test_run_answers(smollm2_path):
@@ -168,6 +181,21 @@ def test_run_prompt_longer_than_the_context(smollm2_path):
     r = lila("run", smollm2_path, "tell me about the sea " * 40, "--ctx-size", "32", "--raw")
     assert_one_error_line(r, says="context")
     assert r.stdout == ""
+
+
+def test_run_prompt_bytes_that_are_not_utf8(smollm2_path):
+    # From stdin this was a UnicodeDecodeError traceback; as an argument (which Python
+    # decodes with surrogateescape) the tokenizer refused the lone surrogate.
+    piped = subprocess.run([sys.executable, "-m", "lila", "run", str(smollm2_path), "-",
+                            "--max-tokens", "3"], input=b"caf\xe9, please", capture_output=True,
+                           timeout=TIMEOUT, env={**os.environ, **STRICT_STDIN})
+    argument = lila("run", smollm2_path, os.fsdecode(b"caf\xe9, please"), "--max-tokens", "3",
+                    "--system", os.fsdecode(b"\xff"))
+    for r in (piped, argument):
+        stderr = r.stderr if isinstance(r.stderr, str) else r.stderr.decode()
+        assert r.returncode == 0, stderr
+        assert "(the prompt holds bytes that are not utf-8: each became \ufffd)" in stderr
+    assert "(--system holds bytes that are not utf-8" in argument.stderr
 
 
 @pytest.mark.parametrize("flags,says", [
@@ -322,3 +350,172 @@ def test_chat_ctrl_c_stops_the_answer_not_the_chat(smollm2_path):
     after = next((len(p) + 1 for p in (b"", in_flight) if rest.startswith(p + b"\n")), None)
     assert after is not None, f"more story after Ctrl-C than the piece in flight: {rest[:200]}"
     assert b"Paris" in rest[after:], stdout
+
+
+# --- a chat never drops its conversation ------------------------------------------------
+
+# As in a UTF-8 locale (under C.UTF-8 Python reads stdin with surrogateescape instead).
+STRICT_STDIN = {"PYTHONIOENCODING": "utf-8:strict"}
+NAME = "My name is Zoltan."
+ASK_NAME = "What is my name?"   # asked alone, the model answers "Alec"
+
+
+def footers(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "tok/s" in line]
+
+
+def prompt_tokens(footer: str) -> int:
+    return int(re.search(r"prompt (\d+) tokens", footer).group(1))
+
+
+def test_chat_survives_an_overflowing_turn_and_bytes_that_are_not_utf8(smollm2, smollm2_path):
+    # Both used to end the chat (exit 2): the overflow with a ContextOverflowError, the
+    # bytes with a UnicodeDecodeError, or a surrogate refused by the tokenizer.
+    script = (f"{NAME}\n".encode() + b"tell me about the sea " * 60 + b"\n"
+              + b"caf\xe9 \xff\n" + f"{ASK_NAME}\n/quit\n".encode())
+    r = subprocess.run([sys.executable, "-m", "lila", "chat", str(smollm2_path), "--greedy",
+                        "--max-tokens", "24", "--ctx-size", "256"], input=script,
+                       capture_output=True, timeout=TIMEOUT, env={**os.environ, **STRICT_STDIN})
+    stderr, stdout = r.stderr.decode(), r.stdout.decode()
+    assert r.returncode == 0 and "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and re.fullmatch(
+        r"error: prompt is \d+ tokens but the context holds 256; /reset starts a new "
+        r"conversation, or send a shorter message", errors[0]), stderr
+    assert "(the line holds bytes that are not utf-8: each became \ufffd)" in stderr
+    # Three answers, one line each (24 greedy tokens of this model hold no newline).
+    answers = stdout.splitlines()
+    assert len(answers) == 3 and len(footers(stderr)) == 3, (stdout, stderr)
+    assert "Zoltan" in answers[2]
+    # The last prompt is exactly the conversation without the failed turn, and with the
+    # undecodable bytes replaced.
+    kept = [("user", NAME), ("assistant", answers[0]), ("user", "caf\ufffd \ufffd"),
+            ("assistant", answers[1]), ("user", ASK_NAME)]
+    prompt = smollm2.template.render([{"role": r, "content": c} for r, c in kept])
+    assert prompt_tokens(footers(stderr)[2]) == len(smollm2.tokenize(prompt, special=True,
+                                                                       add_bos=False))
+
+
+class ChatProcess:
+    """`lila chat` driven one line at a time: say() writes a line; pump() reads stdout until
+    a condition holds (a hang guard of TIMEOUT seconds, not a speed test). Stdout is a
+    one-page pipe (see Stdout): while the test does not pump, a long answer blocks."""
+
+    def __init__(self, *args: str | Path):
+        self.out = Stdout()
+        self.proc = subprocess.Popen([sys.executable, "-m", "lila", "chat", *map(str, args)],
+                                     stdin=subprocess.PIPE, stdout=self.out.child_fd,
+                                     stderr=subprocess.PIPE)
+        os.close(self.out.child_fd)
+        self.err = Reader(self.proc.stderr)
+        self.err.start()
+
+    def say(self, line: str) -> None:
+        self.proc.stdin.write(f"{line}\n".encode())
+        self.proc.stdin.flush()
+
+    def stdout(self) -> str:
+        return self.out.data.decode("utf-8", "replace")
+
+    def pump(self, done) -> None:
+        """Read stdout until done() is true; stderr is read all along by its own thread."""
+        deadline = time.monotonic() + TIMEOUT
+        while not done():
+            assert time.monotonic() < deadline, f"still waiting after {TIMEOUT} s: {self.err.text()}"
+            ready, _, _ = select.select([self.out.fd], [], [], 0.05)
+            if ready and not (chunk := os.read(self.out.fd, 1 << 16)):
+                assert done(), f"the chat ended: {self.err.text()}"
+                return
+            self.out.data += chunk if ready else b""
+
+    def expect(self, text: str, times: int = 1) -> None:
+        """Pump until stderr has said text (times times)."""
+        self.pump(lambda: self.err.text().count(text) >= times)
+
+    def quit(self) -> tuple[str, str]:
+        self.say("/quit")
+        self.out.read_until(None, self.err)     # until the chat closes its stdout
+        assert self.proc.wait(TIMEOUT) == 0, self.err.text()
+        self.err.join(5)
+        return self.stdout(), self.err.text()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.out.fd)
+
+
+def test_chat_refuses_a_changed_model_file_until_reload(smollm2_path, tmp_path):
+    path = tmp_path / "model.gguf"
+    shutil.copyfile(smollm2_path, path)
+    chat = ChatProcess(path, "--greedy", "--max-tokens", "24")
+    try:
+        chat.say(NAME)
+        chat.expect("tok/s")
+        os.truncate(path, path.stat().st_size // 2)     # cut under the loaded model
+        chat.say(ASK_NAME)
+        chat.expect("type /reload to load it again")
+        chat.say("/reload")                             # the cut file cannot load
+        chat.expect("/reload tries again")
+        chat.say(ASK_NAME)
+        chat.expect("no model is loaded")
+        shutil.copyfile(smollm2_path, path)
+        chat.say("/reload")
+        chat.expect("(reloaded model")
+        chat.say(ASK_NAME)
+        chat.expect("tok/s", times=2)
+        stdout, stderr = chat.quit()
+    finally:
+        chat.close()
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 3, stderr
+    assert errors[0].startswith(f"error: {path} ") and errors[0].endswith(
+        "; type /reload to load it again (the conversation stays)"), errors[0]
+    assert errors[1].startswith(f"error: {path}: ") and "truncated" in errors[1], errors[1]
+    assert errors[2].startswith("error: no model is loaded (")
+    # Two answers: the first turn's, and the one after /reload, which remembers it.
+    answers = stdout.splitlines()
+    assert len(answers) == 2 and "Zoltan" in answers[1], stdout
+
+
+def test_chat_survives_a_model_file_cut_during_an_answer(smollm2, smollm2_path, tmp_path):
+    """The file is cut while an answer is being written: one error line (the weights can
+    no longer be read: a SIGBUS, or the check before each pass), no signal, and after
+    /reload the chat goes on without the failed turn.
+
+    Nothing races the clock: with --ignore-eos the story only ends with a full context,
+    and once it has begun the test stops reading the one-page stdout pipe, so the chat
+    is inside the answer (blocked on the pipe or computing) whenever the file is cut."""
+    path = tmp_path / "model.gguf"
+    shutil.copyfile(smollm2_path, path)
+    system = "You are terse."
+    chat = ChatProcess(path, "--greedy", "--ignore-eos", "--max-tokens", "100000",
+                       "--system", system)
+    try:
+        chat.say(STORY)
+        chat.pump(lambda: len(chat.out.data.strip()) >= 20)
+        os.truncate(path, path.stat().st_size // 2)
+        chat.expect("error: ")
+        shutil.copyfile(smollm2_path, path)
+        chat.say("/reload")
+        chat.expect("(reloaded model")
+        chat.say(QUESTION)
+        before = len(chat.out.data)
+        chat.pump(lambda: len(chat.out.data) - before >= 20)
+        chat.proc.send_signal(signal.SIGINT)       # the answer cannot end by itself either
+        chat.expect("tok/s")
+        stdout, stderr = chat.quit()
+    finally:
+        chat.close()
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {path}"), stderr
+    assert errors[0].endswith("; type /reload (the conversation stays)"), errors[0]
+    # The only answer that completed a turn; its prompt holds the system message and the
+    # question: the failed turn and its half-written story are not in the conversation.
+    (footer,) = footers(stderr)
+    prompt = smollm2.template.render([{"role": "system", "content": system},
+                                      {"role": "user", "content": QUESTION}])
+    assert prompt_tokens(footer) == len(smollm2.tokenize(prompt, special=True, add_bos=False))

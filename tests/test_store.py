@@ -80,6 +80,55 @@ def test_pulled_names(cache):
         store.resolve_model("o/r:big.gguf")
 
 
+NO_SUCH_USER = "~lila-test-no-such-user"
+
+
+def test_a_file_name_too_long_is_one_line(tmp_path):
+    # Path.exists() and is_dir() raise ENAMETOOLONG rather than answer False; as a path, as a
+    # pulled model's bare name (looked up in the cache) and as a folder on the way.
+    for spec in (str(tmp_path / ("a" * 300 + ".gguf")), "b" * 300,
+                 str(tmp_path / ("c" * 300) / "m.gguf")):
+        with pytest.raises(LilaError, match="File name too long$") as caught:
+            store.resolve_model(spec)
+        message = str(caught.value)
+        assert message.startswith("cannot look up the model ") and len(message) < 200, message
+
+
+def test_a_home_folder_of_no_user_is_refused(monkeypatch):
+    # Path.expanduser() raises RuntimeError for ~user of a user that does not exist.
+    # Lila refuses it rather than read it as a folder named "~lila-test-no-such-user".
+    import pwd
+    with pytest.raises(KeyError):
+        pwd.getpwnam(NO_SUCH_USER[1:])
+    monkeypatch.setenv("LILA_HOME", f"{NO_SUCH_USER}/x")
+    says = f"cannot expand {NO_SUCH_USER} in LILA_HOME={NO_SUCH_USER}/x: no such user"
+    for call in (store.cache_dir, lambda: store.resolve_model("tiny"), lambda: store.pull("o/r:f.gguf")):
+        with pytest.raises(LilaError, match=says):
+            call()
+    with pytest.raises(LilaError, match=f"cannot expand {NO_SUCH_USER} in the model path "
+                                        f"{NO_SUCH_USER}/m.gguf: no such user"):
+        store.resolve_model(f"{NO_SUCH_USER}/m.gguf")
+
+
+def test_odd_characters_in_a_name_stay_on_one_line():
+    with pytest.raises(LilaError, match=r"^no such model file or pulled model: 'm\\nerror: forged'$"):
+        store.resolve_model("m\nerror: forged")
+    with pytest.raises(LilaError, match="holds a NUL byte"):
+        store.resolve_model("m\0.gguf")
+
+
+def test_pull_where_the_cache_cannot_be(tmp_path, monkeypatch):
+    # Neither reaches the network: the cache is checked first.
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    monkeypatch.setenv("LILA_HOME", str(a_file))
+    with pytest.raises(LilaError, match=f"the model cache {a_file} is not a folder"):
+        store.pull("o/r:f.gguf")
+    monkeypatch.setenv("LILA_HOME", str(tmp_path / "cache"))
+    with pytest.raises(LilaError, match=r"^cannot pull hf://o/r/b+\.\.\.b+\.gguf: File name too long \("):
+        store.pull("hf://o/r/" + "b" * 300 + ".gguf")
+
+
 def test_remote_specs():
     hf = "https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct-GGUF/resolve/main/"
     assert store.remote_url("hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/q4_0.gguf") == hf + "q4_0.gguf"

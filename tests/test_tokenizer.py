@@ -221,6 +221,34 @@ def test_inconsistent_metadata_is_a_format_error(changes, message):
         Tokenizer.from_gguf_metadata(_tiny(**changes))
 
 
+@pytest.mark.parametrize("key, value, says", [
+    # As the GGUF reader gives them: numeric arrays as numpy arrays, string arrays as lists.
+    ("tokenizer.ggml.bos_token_id", np.array([0, 1], np.uint32), "is not an integer (it is an array of 2 uint32)"),
+    ("tokenizer.ggml.eos_token_id", np.array([1], np.int32), "is not an integer (it is an array of 1 int32)"),
+    ("tokenizer.ggml.eos_token_id", 1.0, "is not an integer (it is a float)"),
+    ("tokenizer.ggml.bos_token_id", True, "is not an integer (it is a bool)"),
+    ("tokenizer.ggml.eot_token_id", ["<s>"], "is not an integer (it is an array of 1)"),
+    ("tokenizer.ggml.add_bos_token", np.array([True, False]), "is not a bool (it is an array of 2 bool)"),
+    ("tokenizer.ggml.add_eos_token", 1, "is not a bool (it is an int)"),
+    ("tokenizer.ggml.add_space_prefix", "yes", "is not a bool (it is a str)"),
+    ("tokenizer.ggml.model", np.array([1, 2], np.uint8), "is not a string (it is an array of 2 uint8)"),
+    ("tokenizer.ggml.pre", ["qwen2"], "is not a string (it is an array of 1)"),
+    ("general.architecture", 7, "is not a string (it is an int)"),
+    # Found by the fuzzer (tests/fuzz.py, gguf seed 22516): int(inf) raised OverflowError.
+    ("tokenizer.ggml.token_type", np.full(7, np.inf, np.float32),
+     "is not an array of integers (it is an array of 7 float32)"),
+    ("tokenizer.ggml.token_type", np.ones(7, bool), "is not an array of integers (it is an array of 7 bool)"),
+    ("tokenizer.ggml.token_type", [[1, 2]] * 7, "is not an array of integers (it is an array of 7)"),
+    ("tokenizer.ggml.token_type", "1111111", "is not an array of integers (it is a str)"),
+    ("tokenizer.ggml.scores", ["0"] * 7, "is not an array of numbers (it is an array of 7)"),
+])
+def test_metadata_of_the_wrong_type_is_a_format_error(key, value, says):
+    # Each was a TypeError or ValueError traceback (an array's truth value, int() of an array).
+    with pytest.raises(ModelFormatError) as caught:
+        Tokenizer.from_gguf_metadata(_tiny(**{key: value}))
+    assert str(caught.value) == f"{key} {says}"
+
+
 def test_padding_id_past_the_vocabulary_is_ignored():
     # As llama.cpp: files name a pad token that was never written into the vocabulary.
     tok = Tokenizer.from_gguf_metadata(_tiny(**{"tokenizer.ggml.padding_token_id": 99}))

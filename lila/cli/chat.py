@@ -1,6 +1,8 @@
 """`lila chat [MODEL]`: an interactive conversation in the terminal.
 
-Ctrl-C stops the answer being written, not the chat; Ctrl-D or /quit leaves.
+Ctrl-C stops the answer being written, not the chat; Ctrl-D or /quit leaves. A turn that
+fails (a message too long for the context, a template error, the model file changed on
+disk) is reported in one line and leaves the conversation as it was before that message.
 """
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ import argparse
 import sys
 
 from lila.cli.options import add_model_options, add_sampling_options, load_model, sampling_kwargs
+from lila.cli.text import accept_any_stdin, decoded, decoded_argument
+from lila.errors import ContextOverflowError, LilaError, ModelChangedError
 
 HELP = """commands:
   /system TEXT   set the system message (and start over)
   /reset         forget the conversation
+  /reload        load the model file again (after it changed on disk); the conversation stays
   /quit          leave (or Ctrl-D)
 Ctrl-C stops the current answer."""
 
@@ -29,14 +34,11 @@ def run(args: argparse.Namespace) -> int:
         pass
     interactive = sys.stdin.isatty()
     options = sampling_kwargs(args)
+    accept_any_stdin()   # a line that is not UTF-8 must not end the chat
     print("loading model...", file=sys.stderr, flush=True)
-    with load_model(args) as model:
-        streaming = ", weights streaming from disk" if model.low_memory else ""
-        print(f"{model.name} ({model.config.arch}, context {model.n_ctx}, "
-              f"~{sum(model.memory.values()) >> 20} MB{streaming}). Type /help for commands.",
-              file=sys.stderr)
-        system = args.system
-        messages = _start(system)
+    chat = Chat(args, options)
+    try:
+        print(f"{chat.describe()}. Type /help for commands.", file=sys.stderr)
         while True:
             try:
                 line = input(">>> " if interactive else "")
@@ -46,28 +48,107 @@ def run(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 print("\n(use /quit or Ctrl-D to leave)", file=sys.stderr)
                 continue
+            line = decoded(line, "the line", sys.stdin.encoding)
             text = line.strip()
             if not text:
                 continue
             if text.startswith("/"):
-                command, _, rest = text.partition(" ")
-                if command in ("/quit", "/exit", "/bye"):
+                if not chat.command(text):
                     return 0
-                if command == "/reset":
-                    messages = _start(system)
-                    print("(conversation cleared)", file=sys.stderr)
-                elif command == "/system":
-                    system = rest.strip() or None
-                    messages = _start(system)
-                    print("(system message set; conversation cleared)", file=sys.stderr)
-                elif command == "/help":
-                    print(HELP, file=sys.stderr)
-                else:
-                    print(f"unknown command {command}; /help lists them", file=sys.stderr)
-                continue
-            messages.append({"role": "user", "content": line})
-            answer = _answer(model, messages, options)
-            messages.append({"role": "assistant", "content": answer})
+            else:
+                chat.say(line)
+    finally:
+        chat.close()
+
+
+class Chat:
+    """A conversation and the model answering it. The model may be replaced (/reload) while
+    the conversation goes on; a failed turn leaves `messages` as they were before it."""
+
+    def __init__(self, args: argparse.Namespace, options: dict):
+        self.args, self.options = args, options
+        self.system = decoded_argument(args.system, "--system")
+        self.messages = _start(self.system)
+        self.model = load_model(args)
+        self.load_error: str | None = None   # why there is no model, after a failed /reload
+
+    def describe(self) -> str:
+        m = self.model
+        streaming = ", weights streaming from disk" if m.low_memory else ""
+        return (f"{m.name} ({m.config.arch}, context {m.n_ctx}, "
+                f"~{sum(m.memory.values()) >> 20} MB{streaming})")
+
+    def close(self) -> None:
+        if self.model is not None:
+            self.model.close()
+            self.model = None
+
+    def command(self, text: str) -> bool:
+        """Carry out a /command; False means leave."""
+        command, _, rest = text.partition(" ")
+        if command in ("/quit", "/exit", "/bye"):
+            return False
+        if command == "/reset":
+            self.messages = _start(self.system)
+            print("(conversation cleared)", file=sys.stderr)
+        elif command == "/system":
+            self.system = rest.strip() or None
+            self.messages = _start(self.system)
+            print("(system message set; conversation cleared)", file=sys.stderr)
+        elif command == "/reload":
+            self.reload()
+        elif command == "/help":
+            print(HELP, file=sys.stderr)
+        else:
+            print(f"unknown command {command}; /help lists them", file=sys.stderr)
+        return True
+
+    def reload(self) -> None:
+        # The old model goes first: two copies of a large model may not fit in memory.
+        self.close()
+        print("loading model...", file=sys.stderr, flush=True)
+        try:
+            self.model = load_model(self.args)
+        except LilaError as e:
+            self.load_error = str(e)
+            print(f"error: {e}; /reload tries again", file=sys.stderr)
+            return
+        except KeyboardInterrupt:
+            self.load_error = "loading was stopped"
+            print("\n(loading stopped; /reload tries again)", file=sys.stderr)
+            return
+        self.load_error = None
+        print(f"(reloaded {self.describe()}; the conversation goes on)", file=sys.stderr)
+
+    def say(self, line: str) -> None:
+        """One turn: the user's line and the model's answer join the conversation, or, if
+        anything fails, neither does and the failure is one line on stderr."""
+        if self.model is None:
+            print(f"error: no model is loaded ({self.load_error}); /reload loads it",
+                  file=sys.stderr)
+            return
+        changed = self.model.file_changed()
+        if changed:
+            # Its weights may be half old, half new: never answer from them.
+            print(f"error: {changed}; type /reload to load it again (the conversation stays)",
+                  file=sys.stderr)
+            return
+        self.messages.append({"role": "user", "content": line})
+        try:
+            answer = _answer(self.model, self.messages, self.options)
+        except LilaError as e:
+            self.messages.pop()
+            print(f"error: {e}{_advice(e)}", file=sys.stderr)
+            return
+        self.messages.append({"role": "assistant", "content": answer})
+
+
+def _advice(error: LilaError) -> str:
+    if isinstance(error, ContextOverflowError):
+        return "; /reset starts a new conversation, or send a shorter message"
+    if isinstance(error, ModelChangedError):
+        return "; type /reload (the conversation stays)"
+    return " (the message was not added to the conversation)"
 
 
 def _start(system: str | None) -> list[dict]:
@@ -86,7 +167,14 @@ def _answer(model, messages: list[dict], options: dict) -> str:
     except KeyboardInterrupt:
         completion.close()   # Ctrl-C in a write leaves it suspended, its stats unfinished
         note = ", stopped"
+    except LilaError:
+        if pieces:           # the error line follows the part of the answer already shown
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        raise
     s = completion.stats
+    if completion.finish_reason == "length" and s.prompt_tokens + s.completion_tokens >= model.n_ctx:
+        note += ", the context is full: /reset starts a new conversation"
     footer = (f"[{s.completion_tokens} tokens, {s.decode_tps:.1f} tok/s; prompt {s.prompt_tokens} "
               f"tokens, {s.prefill_tps:.1f} tok/s{note}]")
     sys.stdout.write("\n")

@@ -6,6 +6,7 @@ import math
 from collections import Counter
 
 from lila.chat_template import ChatTemplate
+from lila.cli.text import escaped
 from lila.errors import LilaError
 from lila.executor import choose, memory_estimate
 from lila.executor.memory import streaming
@@ -72,6 +73,6 @@ def run(args: argparse.Namespace) -> int:
         rows.append(("memory: total", f"{total / MB:.0f} MB; {available / MB:.0f} MB available; "
                                       f"{verdict}"))
     width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    for key, value in rows:   # a value from the file (its name) must not forge lines
+        print(f"{key:<{width}}  {escaped(value, limit=500)}")
     return 0

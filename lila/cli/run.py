@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from lila.cli.options import add_model_options, add_sampling_options, load_model, sampling_kwargs
+from lila.cli.text import accept_any_stdin, decoded, decoded_argument
 from lila.executor.memory import summary
 from lila.hardware.memory import resident_set
 
@@ -19,13 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if args.prompt == "-":
+        accept_any_stdin()
+        prompt = decoded(sys.stdin.read(), "the prompt", sys.stdin.encoding)
+    else:
+        prompt = decoded_argument(args.prompt, "the prompt")
     options = sampling_kwargs(args)
     with load_model(args) as model:
         if args.raw:
             completion = model.generate(prompt, **options)
         else:
-            messages = [{"role": "system", "content": args.system}] if args.system else []
+            system = decoded_argument(args.system, "--system")
+            messages = [{"role": "system", "content": system}] if system else []
             completion = model.chat(messages + [{"role": "user", "content": prompt}], **options)
         for piece in completion:
             sys.stdout.write(piece)

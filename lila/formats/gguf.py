@@ -146,6 +146,14 @@ class _HeaderParser:
         except UnicodeDecodeError:
             raise self.error(f"{what} is not valid UTF-8") from None
 
+    def name(self, what: str) -> str:
+        """A metadata key or tensor name. Real ones are identifiers; one with control
+        characters can only be damage, and would reach messages and terminals raw."""
+        name = self.string(what, MAX_NAME_BYTES)
+        if not name.isprintable():
+            raise self.error(f"{what} {_q(name)} holds control characters")
+        return name
+
     def count_objects(self, n: int, what: str) -> None:
         self.objects += n
         if self.objects > MAX_METADATA_OBJECTS:
@@ -285,7 +293,7 @@ def _parse(mm: mmap.mmap, size: int, path: str) -> tuple[int, int, dict[str, Any
 
     metadata: dict[str, Any] = {}
     for i in range(n_kv):
-        key = p.string(f"the key of metadata entry {i}", MAX_NAME_BYTES)
+        key = p.name(f"the key of metadata entry {i}")
         what = f"metadata key {_q(key)}"
         if key in metadata:
             raise p.error(f"duplicate {what}")
@@ -314,7 +322,7 @@ def _alignment(metadata: dict[str, Any], p: _HeaderParser) -> int:
 
 
 def _tensor_info(p: _HeaderParser, i: int, alignment: int) -> tuple[str, tuple[int, ...], GGMLType, int, int]:
-    name = p.string(f"the name of tensor {i}", MAX_NAME_BYTES)
+    name = p.name(f"the name of tensor {i}")
     what = f"tensor {_q(name)}"
     n_dims = p.unpack(_U32, what)
     if not 1 <= n_dims <= MAX_DIMS:

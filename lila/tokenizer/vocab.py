@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from lila.errors import ModelFormatError, UnsupportedError
 
 # llama.cpp's token types (llama_token_type in llama.h).
@@ -71,7 +73,7 @@ class Vocab:
 
 
 def read_vocab(metadata: dict[str, Any]) -> Vocab:
-    model = metadata.get("tokenizer.ggml.model")
+    model = _string(metadata, "tokenizer.ggml.model")
     if model is None:
         raise ModelFormatError("the model file has no tokenizer (tokenizer.ggml.model is missing)")
     if model not in SUPPORTED_MODELS:
@@ -103,8 +105,8 @@ def read_vocab(metadata: dict[str, Any]) -> Vocab:
     eot = {ids["eos"], ids["eot"], ids["eom"]} - {None}
     eot |= {i for i, text in enumerate(tokens) if text in END_OF_TURN_TEXTS}
     return Vocab(
-        model=model, pre=str(metadata.get("tokenizer.ggml.pre") or "default"),
-        architecture=str(metadata.get("general.architecture", "")),
+        model=model, pre=_string(metadata, "tokenizer.ggml.pre") or "default",
+        architecture=_string(metadata, "general.architecture") or "",
         tokens=tokens, token_types=types or [NORMAL] * n, scores=scores, merges=merges,
         bos_id=ids["bos"], eos_id=ids["eos"], unk_id=ids["unknown"], pad_id=ids["padding"],
         eot_ids=frozenset(eot),
@@ -127,24 +129,30 @@ def _number_list(metadata: dict, key: str, n: int, kind: type) -> list | None:
     value = metadata.get(key)
     if value is None:
         return None
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
-        raise ModelFormatError(f"{key} is not an array")
-    if len(value) != n:
-        raise ModelFormatError(f"{key} has {len(value)} entries for {n} tokens")
+    # Token types must be integers (int(inf) would raise OverflowError, int(0.5) guess);
+    # scores may be any numbers. Neither may be bools, strings or nested arrays.
+    kinds, words = ("iu", "integers") if kind is int else ("iuf", "numbers")
     try:
-        # tolist() first: converting numpy scalars one by one is several times slower.
-        return [kind(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
-    except (TypeError, ValueError):
-        raise ModelFormatError(f"{key} holds values that are not numbers") from None
+        array = np.asarray(value)
+    except ValueError:   # a ragged nested list
+        array = None
+    if array is None or array.ndim != 1 or array.dtype.kind not in kinds:
+        raise ModelFormatError(f"{key} is not an array of {words} (it is {_kind(value)})")
+    if len(array) != n:
+        raise ModelFormatError(f"{key} has {len(array)} entries for {n} tokens")
+    # tolist() first: converting numpy scalars one by one is several times slower.
+    return [kind(v) for v in array.tolist()]
 
+
+# The GGUF reader gives integer scalars as Python ints and arrays as numpy arrays or
+# lists, so a type check is exact: a bool, a float or an array is never taken for an id.
 
 def _token_id(metadata: dict, key: str, n: int) -> int | None:
     value = metadata.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) and not hasattr(value, "__index__"):
-        raise ModelFormatError(f"{key} is not an integer")
-    value = int(value)
+    if type(value) is not int:
+        raise ModelFormatError(f"{key} is not an integer (it is {_kind(value)})")
     if not 0 <= value < n:
         raise ModelFormatError(f"{key} = {value} is outside the vocabulary of {n} tokens")
     return value
@@ -152,4 +160,23 @@ def _token_id(metadata: dict, key: str, n: int) -> int | None:
 
 def _flag(metadata: dict, key: str) -> bool | None:
     value = metadata.get(key)
-    return None if value is None else bool(value)
+    if value is not None and type(value) is not bool:
+        raise ModelFormatError(f"{key} is not a bool (it is {_kind(value)})")
+    return value
+
+
+def _string(metadata: dict, key: str) -> str | None:
+    value = metadata.get(key)
+    if value is not None and type(value) is not str:
+        raise ModelFormatError(f"{key} is not a string (it is {_kind(value)})")
+    return value
+
+
+def _kind(value: Any) -> str:
+    """What a metadata value is, in words: "an array of 2 int32", "a float"."""
+    if hasattr(value, "dtype") and getattr(value, "ndim", 0) == 1:
+        return f"an array of {len(value)} {value.dtype.name}"
+    if isinstance(value, (list, tuple)):
+        return f"an array of {len(value)}"
+    name = type(value).__name__
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
