@@ -37,7 +37,7 @@ from typing import Any
 
 import jinja2
 
-from lila.errors import LilaError
+from lila.errors import LilaError, one_line
 from lila.template_budget import TemplateLimits
 from lila.template_sandbox import ENVIRONMENT, render
 from lila.tokenizer import Tokenizer
@@ -138,9 +138,10 @@ class ChatTemplate:
                 template._unusable["tool_use"] = problem
                 problems.append(problem)
         source, arch = metadata.get(_KEY), metadata.get("general.architecture")
+        arch = arch if isinstance(arch, str) else None   # a file says what it likes
         fallback, fallback_source = ARCHITECTURE_TEMPLATES.get(arch, ("ChatML", CHATML))
         whose = f"the {arch} architecture's" if arch in ARCHITECTURE_TEMPLATES else "the fallback"
-        if not source:
+        if source is None or (isinstance(source, str) and not source):
             template.origin = f"{fallback}, {whose} (none in the file)"
         elif (problem := template._add("default", source, probe=True)) is None:
             template.origin = "from the file"
@@ -165,11 +166,11 @@ class ChatTemplate:
         try:
             return render(self._templates[name], context, self.limits)
         except jinja2.TemplateError as e:   # the sandbox's limits, raise_exception, undefined
-            raise LilaError(f"{_label(name)}: {_one_line(e.message or str(e))}") from None
+            raise LilaError(f"{_label(name)}: {one_line(e.message or str(e))}") from None
         except RecursionError:
             raise LilaError(f"{_label(name)} recurses too deeply") from None
         except Exception as e:  # the template is a program: a TypeError in it is its error
-            raise LilaError(f"{_label(name)} failed: {type(e).__name__}: {_one_line(str(e))}") from None
+            raise LilaError(f"{_label(name)} failed: {type(e).__name__}: {one_line(str(e))}") from None
 
     def _add(self, name: str, source: Any, *, probe: bool = False) -> str | None:
         """Compiles source as template name (probe: and renders one user turn with it);
@@ -197,21 +198,15 @@ def _compile(name: str, source: str, limits: TemplateLimits) -> jinja2.Template:
     try:
         return ENVIRONMENT.from_string(source)
     except jinja2.TemplateSyntaxError as e:
-        raise LilaError(f"{_label(name)} does not parse: {_one_line(e.message or '')} "
+        raise LilaError(f"{_label(name)} does not parse: {one_line(e.message or '')} "
                         f"(line {e.lineno})") from None
     except RecursionError:   # jinja2's parser recurses once per nested bracket or block
         raise LilaError(f"{_label(name)} does not compile: it nests too deeply") from None
     except Exception as e:   # Python's compiler refusing the generated code, MemoryError, ...
         text = e.msg if isinstance(e, SyntaxError) else str(e)   # not the generated code's line
-        raise LilaError(f"{_label(name)} does not compile: {type(e).__name__}: {_one_line(text)}") from None
+        raise LilaError(f"{_label(name)} does not compile: {type(e).__name__}: {one_line(text)}") from None
 
 
 def _text(tokenizer: Tokenizer, id: int | None) -> str | None:
     return None if id is None else tokenizer.token_bytes(id).decode("utf-8", errors="replace")
 
-
-def _one_line(text: str, limit: int = 300) -> str:
-    """text shortened, with every character that is not printable escaped (newlines, ESC,
-    bidirectional overrides): a template's message cannot forge a line or steer a terminal."""
-    text = text[:limit] + ("..." if len(text) > limit else "")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

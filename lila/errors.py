@@ -1,6 +1,14 @@
 """Errors Lila reports to users: each carries a one-line message, never a traceback."""
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """Text from outside (a model file, a template's message) made safe to show as part
+    of one line: at most `limit` characters, every one that is not printable escaped
+    (newlines, ESC, bidirectional overrides), so it cannot forge a line or steer a terminal."""
+    text = text[:limit] + ("..." if len(text) > limit else "")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class LilaError(Exception):
     """Base class of every error Lila reports as `error: <message>`."""
 

@@ -6,8 +6,7 @@ import math
 from collections import Counter
 
 from lila.chat_template import ChatTemplate
-from lila.cli.text import escaped
-from lila.errors import LilaError
+from lila.errors import LilaError, one_line
 from lila.executor import choose, memory_estimate
 from lila.executor.memory import streaming
 from lila.formats.gguf import GGUFFile
@@ -74,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
                                       f"{verdict}"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:   # a value from the file (its name) must not forge lines
-        print(f"{key:<{width}}  {escaped(value, limit=500)}")
+        print(f"{key:<{width}}  {one_line(value, limit=500)}")
     return 0

@@ -4,8 +4,9 @@ Bytes that are not valid in their encoding never end a command: Python decodes
 command-line arguments with surrogateescape, and stdin either that way or strictly (a
 UnicodeDecodeError, in a UTF-8 locale). accept_any_stdin() makes stdin surrogateescape
 too; decoded() then turns the escaped bytes of one text into U+FFFD, saying so on stderr,
-since the tokenizer refuses lone surrogates. And a string from a model file is printed
-escaped(), so that it cannot move the cursor, color the terminal or forge a line.
+since the tokenizer refuses lone surrogates. (A string from a model file is printed
+through lila.errors.one_line, so that it cannot move the cursor, color the terminal or
+forge a line.)
 """
 from __future__ import annotations
 
@@ -33,10 +34,3 @@ def decoded(text: str, what: str, encoding: str | None) -> str:
 def decoded_argument(text: str | None, what: str) -> str | None:
     """A command-line argument (None stays None), decoded as decoded() does."""
     return None if text is None else decoded(text, what, sys.getfilesystemencoding())
-
-
-def escaped(text: str, limit: int = 200) -> str:
-    """text from a model file, safe to print as part of one line: control characters as
-    escapes (\\n, \\x1b), at most `limit` characters."""
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
-    return out if len(text) <= limit else out + "..."
