@@ -77,7 +77,7 @@ PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11
 # Lila's runtime dependencies, pycparser for the build's cffi, gguf (with its own) for the
 # test models, and pytest; numba is left out (these tests run the native kernels, and it
 # would compile for minutes under qemu).
-WHEELS = ["numpy", "cffi", "pycparser", "psutil", "jinja2", "markupsafe", "tokenizers",
+WHEELS = ["numpy", "cffi", "pycparser", "psutil", "jinja2<3.2", "markupsafe", "tokenizers",
           "pytest", "pluggy", "iniconfig", "packaging", "pygments",
           "gguf", "pyyaml", "tqdm"]
 
