@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from lila.arguments import check_int, check_type, shown
 from lila.chat_template import ChatTemplate
 from lila.errors import LilaError, ModelChangedError
 from lila.executor import backend_class, choose, create
@@ -52,11 +53,11 @@ def load(path: str | os.PathLike | None = None, *, n_ctx: int | None = None,
 class Model:
     def __init__(self, path: Path, *, n_ctx: int | None, backend: str | None,
                  threads: int | None = None, max_batch: int = 128, low_memory: bool | None = None):
-        _check_int("n_ctx", n_ctx, 1, optional=True)
-        _check_int("threads", threads, 1, 1024, optional=True)
-        _check_int("max_batch", max_batch, 1, 1 << 20)
-        _check_type("backend", backend, str, "a backend name or None", optional=True)
-        _check_type("low_memory", low_memory, bool, "True, False or None", optional=True)
+        check_int("n_ctx", n_ctx, 1, optional=True)
+        check_int("threads", threads, 1, 1024, optional=True)
+        check_int("max_batch", max_batch, 1, 1 << 20)
+        check_type("backend", backend, str, "a backend name or None", optional=True)
+        check_type("low_memory", low_memory, bool, "True, False or None", optional=True)
         self.path = Path(path)
         self.gguf = GGUFFile.open(self.path)
         try:
@@ -120,9 +121,9 @@ class Model:
     def tokenize(self, text: str, special: bool = False, *, add_bos: bool = True) -> list[int]:
         """Token ids of text. special: text like "<|im_start|>" becomes its control token.
         add_bos: add the BOS/EOS tokens the model's tokenizer is configured to add."""
-        _check_type("text", text, str, "a string")
-        _check_type("special", special, bool, "True or False")
-        _check_type("add_bos", add_bos, bool, "True or False")
+        check_type("text", text, str, "a string")
+        check_type("special", special, bool, "True or False")
+        check_type("add_bos", add_bos, bool, "True or False")
         return self.tokenizer.encode(text, add_special=add_bos, parse_special=special)
 
     def detokenize(self, ids: Sequence[int]) -> str:
@@ -136,7 +137,7 @@ class Model:
         self._check_ids(ids)
         kv = self._engine().acquire([])
         try:
-            return Session(self.engine, self.tokenizer, kv).evaluate(ids, all_logits=True)
+            return Session(self.engine, kv).evaluate(ids, all_logits=True)
         finally:
             self.engine.release(kv)
 
@@ -147,7 +148,7 @@ class Model:
         a list of them, as the OpenAI API takes it."""
         ids = self.tokenize(prompt, special=True) if isinstance(prompt, str) else _token_ids("prompt", prompt)
         self._check_ids(ids)
-        _check_int("max_tokens", max_tokens, 1)
+        check_int("max_tokens", max_tokens, 1)
         return Completion(self._engine(), self.tokenizer, ids, max_tokens, _sampling(sampling),
                           _stops(stop))
 
@@ -163,8 +164,8 @@ class Model:
                                max_tokens: int | None = None, stop: str | Sequence[str] | None = None,
                                **sampling: Any) -> dict | Iterator[dict]:
         """OpenAI chat.completion dict, or an iterator of chat.completion.chunk dicts."""
-        _check_type("stream", stream, bool, "True or False")
-        _check_int("max_tokens", max_tokens, 1, optional=True)
+        check_type("stream", stream, bool, "True or False")
+        check_int("max_tokens", max_tokens, 1, optional=True)
         completion = self.chat(messages, max_tokens=max_tokens or DEFAULT_MAX_TOKENS,
                                stop=_stops(stop), **sampling)
         meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
@@ -200,35 +201,13 @@ class Model:
             raise LilaError("the prompt is empty")
 
 
-def _check_type(name: str, value: Any, kind: type, what: str, *, optional: bool = False) -> None:
-    if not ((value is None and optional) or isinstance(value, kind)):
-        raise LilaError(f"{name} must be {what}, not {_shown(value)}")
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None, *,
-               optional: bool = False) -> None:
-    """An int (numpy's too, never a bool or a float) in low..high."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise LilaError(f"{name} must be a whole number, not {_shown(value)}")
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise LilaError(f"{name} must be {bounds}, not {value}")
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:40] + '...' if len(text) > 40 else text}"
-
-
 def _token_ids(name: str, ids: Any) -> list[int]:
     if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
-        raise LilaError(f"{name} must be a list of token ids, not {_shown(ids)}")
+        raise LilaError(f"{name} must be a list of token ids, not {shown(ids)}")
     ids = list(ids)
     for i in ids:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise LilaError(f"{name} must be a list of token ids; it holds {_shown(i)}")
+            raise LilaError(f"{name} must be a list of token ids; it holds {shown(i)}")
     return [int(i) for i in ids]
 
 
@@ -240,20 +219,20 @@ def _stops(stop: Any) -> list[str]:
         return [stop]
     if isinstance(stop, (list, tuple)) and all(isinstance(s, str) for s in stop):
         return list(stop)
-    raise LilaError(f"stop must be a string or a list of strings, not {_shown(stop)}")
+    raise LilaError(f"stop must be a string or a list of strings, not {shown(stop)}")
 
 
 def _check_messages(messages: Any) -> None:
     if not isinstance(messages, list) or not messages:
         raise LilaError(f"messages must be a non-empty list of {{'role', 'content'}} dicts, "
-                        f"not {_shown(messages)}")
+                        f"not {shown(messages)}")
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise LilaError(f"messages[{i}] must be a dict with a string 'role', not {_shown(message)}")
+            raise LilaError(f"messages[{i}] must be a dict with a string 'role', not {shown(message)}")
         content = message.get("content")
         if content is not None and not isinstance(content, (str, list)):
             raise LilaError(f"messages[{i}]['content'] must be a string or a list of parts, "
-                            f"not {_shown(content)}")
+                            f"not {shown(content)}")
 
 
 def _sampling(kwargs: dict) -> SamplingParams:

@@ -61,7 +61,7 @@ def test_incremental_decode_matches_full_prefill(tiny):
     ref, model = tiny
     ids = prompts(hf_gguf.VOCAB)[2]
     expected = ref.logits(ids)
-    session = Session(model.engine, model.tokenizer, model.engine.backend.new_kv())
+    session = Session(model.engine, model.engine.backend.new_kv())
     for i, token in enumerate(ids):
         got = session.evaluate(ids[:i + 1])   # reuses the cached prefix: one new token
         assert len(session.cached) == i + 1

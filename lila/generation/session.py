@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from lila.errors import ContextOverflowError, LilaError, ModelChangedError
+from lila.errors import ContextOverflowError, ModelChangedError
 from lila.executor.kv import KVCache
 from lila.generation.sampling import Sampler, SamplingParams
 from lila.generation.stops import StopMatcher
@@ -83,12 +83,15 @@ class Engine:
         """A cache for a sequence starting with prompt: the free one holding most of it,
         else a new one."""
         with self._pool:
-            self.in_use += 1
             if self._free:
                 best = max(self._free, key=lambda kv: _common_prefix(kv.tokens, prompt))
                 self._free.remove(best)
+                self.in_use += 1
                 return best
-        return self.backend.new_kv()
+        kv = self.backend.new_kv()   # outside the lock: allocating may take a while, or fail
+        with self._pool:
+            self.in_use += 1
+        return kv
 
     def release(self, kv: KVCache) -> None:
         """Give a cache back; beyond `keep` free ones, the least recently used is dropped
@@ -103,8 +106,8 @@ class Engine:
 class Session:
     """One sequence on an Engine: its KV cache, and the tokens the cache holds."""
 
-    def __init__(self, engine: Engine, tokenizer: Tokenizer, kv: KVCache):
-        self.engine, self.tokenizer, self.kv = engine, tokenizer, kv
+    def __init__(self, engine: Engine, kv: KVCache):
+        self.engine, self.kv = engine, kv
         self.n_ctx, self.max_batch = engine.n_ctx, engine.max_batch
 
     @property
@@ -172,7 +175,7 @@ class Completion:
     def _run(self) -> Iterator[str]:
         kv = self.engine.acquire(self.prompt)
         try:
-            yield from self._generate(Session(self.engine, self.tokenizer, kv))
+            yield from self._generate(Session(self.engine, kv))
         finally:   # also when the reader closes or drops the completion
             self.engine.release(kv)
 
@@ -215,11 +218,6 @@ class Completion:
                 yield tail
         finally:
             self.stats.decode_seconds = time.perf_counter() - t0
-
-
-def check_max_tokens(max_tokens: int) -> None:
-    if max_tokens < 1:
-        raise LilaError(f"max_tokens must be at least 1, got {max_tokens}")
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
