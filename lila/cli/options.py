@@ -5,8 +5,8 @@ import argparse
 import sys
 from typing import Any
 
+from lila.arguments import check_int
 from lila.generation.sampling import SamplingParams
-from lila.generation.session import check_max_tokens
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool) -> None:
@@ -51,7 +51,7 @@ def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
                     top_p=args.top_p, min_p=args.min_p, repeat_penalty=args.repeat_penalty,
                     repeat_last_n=args.repeat_last_n, seed=args.seed, ignore_eos=args.ignore_eos)
     SamplingParams(**sampling).validated()
-    check_max_tokens(args.max_tokens)
+    check_int("max_tokens", args.max_tokens, 1)
     return dict(sampling, max_tokens=args.max_tokens, stop=args.stop)
 
 

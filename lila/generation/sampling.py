@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from lila.arguments import check_int, check_real, check_type
 from lila.errors import LilaError
 
 
@@ -36,31 +37,16 @@ class SamplingParams:
 
     def validated(self) -> "SamplingParams":
         """self, or a LilaError naming the first setting that makes no sense."""
-        _check_real("temperature", self.temperature, lambda v: v >= 0, ">= 0 (0: greedy)")
-        _check_int("top_k", self.top_k, ">= 0 (0: off)", minimum=0)
-        _check_real("top_p", self.top_p, lambda v: 0 < v <= 1, "in (0, 1]")
-        _check_real("min_p", self.min_p, lambda v: 0 <= v <= 1, "in [0, 1]")
-        _check_real("repeat_penalty", self.repeat_penalty, lambda v: v > 0, "> 0")
-        _check_int("repeat_last_n", self.repeat_last_n, ">= -1 (-1: the whole history)",
-                   minimum=-1)
-        if self.seed is not None:
-            _check_int("seed", self.seed, "a non-negative integer", minimum=0)
+        check_real("temperature", self.temperature, lambda v: v >= 0, ">= 0 (0: greedy)")
+        check_int("top_k", self.top_k, 0, note=" (0: off)")
+        check_real("top_p", self.top_p, lambda v: 0 < v <= 1, "in (0, 1]")
+        check_real("min_p", self.min_p, lambda v: 0 <= v <= 1, "in [0, 1]")
+        check_real("repeat_penalty", self.repeat_penalty, lambda v: v > 0, "> 0")
+        check_int("repeat_last_n", self.repeat_last_n, -1, note=" (-1: the whole history)")
+        check_int("seed", self.seed, 0, optional=True)
         for name in ("greedy", "ignore_eos"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise LilaError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            check_type(name, getattr(self, name), (bool, np.bool_), "true or false")
         return self
-
-
-def _check_real(name: str, value, in_range: Callable[[float], bool], expect: str) -> None:
-    # NaN compares false with everything, so the range tests alone would let it through.
-    if (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
-            or not math.isfinite(value) or not in_range(value)):
-        raise LilaError(f"{name} must be a number {expect}, got {value!r}")
-
-
-def _check_int(name: str, value, expect: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise LilaError(f"{name} must be an integer {expect}, got {value!r}")
 
 
 class Sampler:
