@@ -47,10 +47,11 @@ class NativeBackend(SingleSequence):
         # the kernels each op calls, as the executor itself chooses them
         self._used: dict[str, str | None] = {}
         for i in range(program.struct.n_ops):
+            op = program.struct.ops[i]
             slots = native.op_kernels(program.struct.ops + i)
             if slots is None:
-                raise LilaError(f"the native executor cannot run op {i} of the plan "
-                                f"({program.kinds[i].lower()})")
+                kind = native.ffi.typeof("enum lila_op_kind").elements.get(op.kind, op.kind)
+                raise LilaError(f"the native executor cannot run op {i} of the plan ({kind})")
             for slot in slots:
                 self._used[native.entry_name(slot)] = native.symbol(native.kernel_at(kernels, slot))
         missing = sorted(entry for entry, symbol in self._used.items() if symbol is None)
@@ -141,7 +142,6 @@ class _Program:
     struct: object               # lila_program *
     buffers: dict[str, np.ndarray]
     converted: dict[str, str]    # weight name -> what it was converted from
-    kinds: list[str]             # each op's kind ("MATMUL")
     keepalive: list
 
 
@@ -346,7 +346,6 @@ class _Compiler:
 
     def op(self, kind: str, *, parts: list[dict] = (), **fields) -> dict:
         fields["kind"] = self.lib_const("OP_" + kind)
-        fields["kind_name"] = kind
         if "in_" in fields:
             fields["in"] = fields.pop("in_")
         fields["parts"] = parts
@@ -355,7 +354,6 @@ class _Compiler:
     def finish(self, emitted: list[dict]):
         ffi = self.ffi
         ops = ffi.new("lila_op[]", len(emitted))
-        kinds = [fields.pop("kind_name") for fields in emitted]
         for i, fields in enumerate(emitted):
             parts = fields.pop("parts")
             for key, value in fields.items():
@@ -373,4 +371,4 @@ class _Compiler:
         program.max_batch, program.n_ctx = self.max_batch, self.n_ctx
         program.n_kv_layers = len(self.plan.kv)
         self.keep += [ops, ropes]
-        return _Program(program, self.buffers, self.converted, kinds, self.keep)
+        return _Program(program, self.buffers, self.converted, self.keep)

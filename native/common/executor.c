@@ -6,7 +6,7 @@
  * passes (a decode step follows the previous one within microseconds) and then sleep
  * on a condition variable, so an idle model costs no CPU.
  *
- * Each op runs under a SIGBUS guard (guarded_op): a fault jumps back to it, the thread
+ * Each op runs under a SIGBUS guard (guarded_step): a fault jumps back to it, the thread
  * marks the pass failed, and every thread skips the ops left but still meets the others
  * at each barrier, so the pass ends normally and reports LILA_FAULT.
  */

@@ -18,7 +18,7 @@
 #include "lila_kernels.h"
 /* cdef begin */
 
-enum {
+enum lila_op_kind {
     LILA_OP_EMBED,        /* out[t] = embed[wtype](table row token[t]) * scale          */
     LILA_OP_RMSNORM,      /* out[t] = rmsnorm(in[t]) per `heads` slices, fp32           */
     LILA_OP_RMSNORM_Q8,   /* q8[t] = quantize(rmsnorm(in[t])): the norm feeds matmuls   */
