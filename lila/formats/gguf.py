@@ -394,8 +394,8 @@ class GGUFFile:
     metadata: dict[str, Any]
     tensors: dict[str, TensorInfo]
 
-    def __init__(self, path: str, mm: mmap.mmap, size: int, identity: tuple = (),
-                 location: str | os.PathLike | None = None):
+    def __init__(self, path: str, mm: mmap.mmap, size: int, identity: tuple[int, int, int, int],
+                 location: str | os.PathLike):
         self.path, self._mm, self.file_size = path, mm, size
         self._identity, self._location = identity, location
         self.version, self.alignment, self.metadata, self.tensors, self.data_offset = _parse(mm, size, path)
