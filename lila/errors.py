@@ -28,3 +28,8 @@ class ContextOverflowError(LilaError):
 class ModelChangedError(LilaError):
     """The model file changed on disk while it was loaded (truncated, overwritten in
     place): its weights can no longer be trusted. Load it again."""
+
+
+class AdapterError(LilaError):
+    """An adapter file is malformed, of a kind Lila does not run, or does not fit the
+    loaded model. The model is left as it was."""
