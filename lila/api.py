@@ -22,6 +22,8 @@ from lila.errors import LilaError, ModelChangedError
 from lila.executor import backend_class, choose, create
 from lila.executor.memory import CONVERTED, streaming
 from lila.executor.weights import SpillFile
+from lila.fabric.adapter import Base
+from lila.fabric.fabric import DEFAULT_NAMESPACES, Fabric
 from lila.formats.gguf import GGUFFile
 from lila.generation.sampling import SamplingParams
 from lila.generation.session import Completion, Engine, Session
@@ -35,29 +37,35 @@ DEFAULT_MAX_TOKENS = 512
 
 def load(path: str | os.PathLike | None = None, *, n_ctx: int | None = None,
          backend: str | None = None, threads: int | None = None, max_batch: int = 128,
-         low_memory: bool | None = None) -> "Model":
+         low_memory: bool | None = None, namespaces: Sequence[str] = DEFAULT_NAMESPACES,
+         fuse_adapters: bool = True) -> "Model":
     """Open a GGUF model (None: the default model). n_ctx: context window in tokens, at
     most the model's (default: the smaller of the model's and 4096). backend: a name
     from `lila detect` (default: LILA_BACKEND, else the best for this CPU). threads:
     default the CPU's performance cores. low_memory: True streams the weights from disk
     and keeps no copy of them in memory, for models larger than RAM; False never does;
     None (default): LILA_LOW_MEMORY (1 or 0) if set, else only when the model does not
-    fit, saying so on stderr."""
+    fit, saying so on stderr. namespaces: the names of the memory fabric's namespaces
+    (model.fabric), at most 5. fuse_adapters: False computes adapters in ops of their own
+    (native backends), to measure what fusing them into the matmuls saves."""
     from lila.store import resolve_model
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise LilaError(f"path must be a file path or None, not {type(path).__name__}")
     return Model(resolve_model(None if path is None else os.fspath(path)), n_ctx=n_ctx,
-                 backend=backend, threads=threads, max_batch=max_batch, low_memory=low_memory)
+                 backend=backend, threads=threads, max_batch=max_batch, low_memory=low_memory,
+                 namespaces=namespaces, fuse_adapters=fuse_adapters)
 
 
 class Model:
     def __init__(self, path: Path, *, n_ctx: int | None, backend: str | None,
-                 threads: int | None = None, max_batch: int = 128, low_memory: bool | None = None):
+                 threads: int | None = None, max_batch: int = 128, low_memory: bool | None = None,
+                 namespaces: Sequence[str] = DEFAULT_NAMESPACES, fuse_adapters: bool = True):
         check_int("n_ctx", n_ctx, 1, optional=True)
         check_int("threads", threads, 1, 1024, optional=True)
         check_int("max_batch", max_batch, 1, 1 << 20)
         check_type("backend", backend, str, "a backend name or None", optional=True)
         check_type("low_memory", low_memory, bool, "True, False or None", optional=True)
+        check_type("fuse_adapters", fuse_adapters, bool, "True or False")
         self.path = Path(path)
         self.gguf = GGUFFile.open(self.path)
         try:
@@ -80,11 +88,13 @@ class Model:
                 from lila.store import cache_dir
                 spill = SpillFile(cache_dir(), self.memory[CONVERTED])
             self.backend = create(self.choice, self.spec.plan, self.gguf, n_ctx=self.n_ctx,
-                                  max_batch=max_batch, threads=threads, spill=spill)
+                                  max_batch=max_batch, threads=threads, spill=spill,
+                                  fuse_adapters=fuse_adapters)
+            self.engine = Engine(self.backend, check=self._check_file)
+            self.fabric = Fabric(self.engine, Base.of(self.spec), namespaces)
         except BaseException:
             self.gguf.close()
             raise
-        self.engine = Engine(self.backend, check=self._check_file)
 
     @property
     def config(self):

@@ -22,14 +22,17 @@ def choose(name: str | None = None) -> BackendChoice:
 
 
 def create(choice: BackendChoice, plan, gguf, *, n_ctx: int, max_batch: int,
-           threads: int | None = None, spill: SpillFile | None = None):
+           threads: int | None = None, spill: SpillFile | None = None,
+           fuse_adapters: bool = True):
     """The chosen backend, ready to run plan. threads: None for the CPU's default. spill:
     where weights converted at load go (None: anonymous memory); the reference backend
-    keeps its fp32 copy of every weight whatever spill says."""
+    keeps its fp32 copy of every weight whatever spill says. fuse_adapters: see
+    lila.executor.native (the other backends have no fused form)."""
     cls = backend_class(choice)
     if choice.kernels is not None:
         return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch, family=choice.kernels,
-                   threads=threads or detect().default_threads, spill=spill)
+                   threads=threads or detect().default_threads, spill=spill,
+                   fuse_adapters=fuse_adapters)
     if choice.name == "numba":
         return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch, threads=threads, spill=spill)
     return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch)

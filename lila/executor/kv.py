@@ -22,6 +22,8 @@ class KVCache:
         self.k, self.v, self.n_ctx = k, v, n_ctx
         self.handle = handle     # what the backend passes its kernels (native: a lila_kv)
         self.tokens: list[int] = []
+        # the model configuration (its adapters) all of `tokens` were evaluated under
+        self.configuration = 0
 
     @classmethod
     def zeroed(cls, shapes: list[tuple[int, ...]], dtype, n_ctx: int,

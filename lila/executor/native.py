@@ -9,6 +9,11 @@ Compiling fuses what would otherwise be extra passes over memory or extra barrie
 Weights stay in the GGUF map; only types without kernels are converted (to Q8_0) at load,
 into anonymous memory or, in low-memory mode, a spill file (lila.executor.weights).
 The program holds no KV cache: each forward pass is given the sequence's (KVCache).
+
+The memory fabric's adapters attach to the matmul ops of the projections they adapt
+(lila_op.lora, see lila.fabric.packing), swapped between forward passes. With
+fuse_adapters=False each such matmul is instead followed by an op of its own that adds
+them, and keeps its GLU and residual add apart: the unfused design, for measuring.
 """
 from __future__ import annotations
 
@@ -19,19 +24,22 @@ import numpy as np
 
 from lila.errors import LilaError, ModelChangedError
 from lila.executor.kv import KVCache, SingleSequence
+from lila.executor.linear import LinearWeights, linear
 from lila.executor.plan import Op, Plan
 from lila.executor.memory import CONVERTED, MAPPED
-from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile, matmul_weight
+from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile
+from lila.fabric import packing
 from lila.formats.gguf import GGUFFile
 from lila.native import library
-from lila.native.abi import MATMUL_TYPES, Q8_DTYPE, Q8_VALUES, WEIGHT_TYPES
+from lila.native.abi import MATMUL_TYPES, NAMESPACES, Q8_DTYPE, Q8_VALUES, WEIGHT_TYPES
 
 
 class NativeBackend(SingleSequence):
     """Runs a plan with the kernels of one family ("avx2", "avx512-vnni", "neon", ...)."""
 
     def __init__(self, plan: Plan, gguf: GGUFFile, *, n_ctx: int, max_batch: int,
-                 family: str, threads: int, spill: SpillFile | None = None):
+                 family: str, threads: int, spill: SpillFile | None = None,
+                 fuse_adapters: bool = True):
         native = library()
         if native is None:
             raise LilaError("the native library is not built; run `make setup`")
@@ -42,8 +50,12 @@ class NativeBackend(SingleSequence):
         self.plan, self.n_ctx, self.max_batch = plan, n_ctx, min(max_batch, n_ctx)
         self.name = family
         program = _Compiler(plan, gguf, native, n_ctx=n_ctx, max_batch=self.max_batch,
-                            spill=spill).compile()
+                            spill=spill, fuse_adapters=fuse_adapters).compile()
         self._program = program
+        self._kernels = kernels
+        # each layer's gates, max_batch x NAMESPACES: written by the op reading its x̂
+        self._gates = np.zeros((max(len(plan.kv), 1), self.max_batch, NAMESPACES), np.float32)
+        self._adapters: list = []    # what the ops' lila_lora point into
         # the kernels each op calls, as the executor itself chooses them
         self._used: dict[str, str | None] = {}
         for i in range(program.struct.n_ops):
@@ -68,6 +80,63 @@ class NativeBackend(SingleSequence):
         self.logits_buffer = program.buffers[plan.logits]
         self.converted = program.converted
         self.path = gguf.path
+
+    # -- the memory fabric ------------------------------------------------------------
+
+    def pack_adapter(self, adapter) -> packing.QuantizedAdapter:
+        return packing.pack(adapter)
+
+    def prepare_adapters(self, active: list[packing.Active]) -> list:
+        """The lila_lora of every op for the adapters in `active` (heavy: outside any
+        forward pass), as [(op index, lila_lora or NULL)] and what they point into."""
+        layouts = [(index, packing.layout(group, active)) for index, group in self._program.groups]
+        widest = max((lay.u_width for _, lay in layouts if lay), default=0)
+        # Ops run one after another: they share u and each thread's coefficients.
+        keep = _Keep()
+        shared = (keep(np.zeros(self.max_batch * widest, np.float32)),
+                  keep(np.zeros(self.threads * self.max_batch * widest, np.float32)),
+                  keep(np.zeros(self.threads * self.max_batch * widest // Q8_VALUES, Q8_DTYPE)))
+        ops = [(index, self._lora(lay, shared, keep) if lay else self.native.ffi.NULL)
+               for index, lay in layouts]
+        return [ops, keep]
+
+    def use_adapters(self, prepared: list) -> None:
+        """Point the ops at `prepared`: only between forward passes."""
+        struct_ops = self._program.struct.ops
+        for index, lora in prepared[0]:
+            struct_ops[index].lora = lora
+        self._adapters = prepared
+
+    def adapter_bytes(self, prepared: list) -> int:
+        """Memory the stacked adapters and their scratch take, beyond each adapter's own."""
+        return prepared[1].nbytes
+
+    def _lora(self, lay: packing.GroupLayout, shared: tuple, keep: "_Keep"):
+        ffi = self.native.ffi
+        u, coef, coef_q8 = (ffi.from_buffer(a) for a in shared)
+        gates = self._gates[lay.layer] if packing.needs_gates(lay) else None
+        down = keep.struct(ffi.new("lila_lora_down[]", len(lay.down)))
+        for d, item in zip(down, lay.down):
+            # an adapter's A rows are its own; gate rows are made for this layout
+            d.rows = keep.ptr(ffi, item.rows, "void *", owned=item.gate_bias is not None)
+            d.n = item.rows.shape[0]
+            if item.gate_bias is None:
+                d.out, d.out_stride = ffi.cast("float *", u) + item.column, lay.u_width
+            else:
+                d.out = ffi.cast("float *", ffi.from_buffer(gates)) + item.column
+                d.out_stride = NAMESPACES
+                d.gate_bias = keep.ptr(ffi, item.gate_bias, "float *")
+        lora = keep.struct(ffi.new("lila_lora *"))
+        lora.down, lora.n_down = down, len(lay.down)
+        lora.u, lora.u_width = ffi.cast("float *", u), lay.u_width
+        lora.col_scale = keep.ptr(ffi, lay.col_scale, "float *")
+        lora.col_gate = keep.ptr(ffi, lay.col_gate, "int32_t *")
+        lora.gates = ffi.cast("float *", ffi.from_buffer(gates)) if gates is not None else ffi.NULL
+        for i, stacked in enumerate(lay.up):
+            lora.up[i] = keep.ptr(ffi, stacked, "void *") if stacked is not None else ffi.NULL
+            lora.up_col[i], lora.up_width[i] = lay.up_col[i], lay.up_width[i]
+        lora.coef, lora.coef_q8 = ffi.cast("float *", coef), ffi.cast("lila_q8 *", coef_q8)
+        return lora
 
     def kernel_names(self) -> dict[str, str]:
         """Each kernel this model runs ("gemv[Q4_1]") and the symbol that implements it
@@ -127,6 +196,29 @@ class NativeBackend(SingleSequence):
         return logits[:n].copy() if all_logits else logits[n - 1:n].copy()
 
 
+class _Keep:
+    """The arrays a lila_lora points into, alive as long as it is; nbytes counts those
+    made for it (not the adapters' own A rows)."""
+
+    def __init__(self):
+        self.arrays: list = []
+        self.nbytes = 0
+
+    def struct(self, value):
+        self.arrays.append(value)
+        return value
+
+    def __call__(self, array: np.ndarray) -> np.ndarray:
+        self.arrays.append(array)
+        self.nbytes += array.nbytes
+        return array
+
+    def ptr(self, ffi, array: np.ndarray, ctype: str, *, owned: bool = True):
+        self.arrays.append(array)
+        self.nbytes += array.nbytes if owned else 0
+        return ffi.cast(ctype, ffi.from_buffer(array))
+
+
 def _q8_0_bytes(shape: tuple[int, ...]) -> int:
     return math.prod(shape) // Q8_0_BLOCK_VALUES * Q8_0_BLOCK_BYTES
 
@@ -142,21 +234,21 @@ class _Program:
     struct: object               # lila_program *
     buffers: dict[str, np.ndarray]
     converted: dict[str, str]    # weight name -> what it was converted from
+    groups: list[tuple[int, packing.Group]]   # ops adapters can attach to, by op index
     keepalive: list
 
 
 class _Compiler:
     def __init__(self, plan: Plan, gguf: GGUFFile, native, *, n_ctx: int, max_batch: int,
-                 spill: SpillFile | None):
-        self.plan, self.gguf, self.ffi, self.spill = plan, gguf, native.ffi, spill
-        self.n_ctx, self.max_batch = n_ctx, max_batch
+                 spill: SpillFile | None, fuse_adapters: bool):
+        self.plan, self.gguf, self.ffi = plan, gguf, native.ffi
+        self.n_ctx, self.max_batch, self.fuse_adapters = n_ctx, max_batch, fuse_adapters
+        self.weights = LinearWeights(gguf, spill)
         self.keep: list = []
         self.buffers = {name: np.zeros((max_batch, width), np.float32)
                         for name, width in plan.widths.items()}
         self.q8: dict[str, np.ndarray] = {}
-        self.matrices: dict[str, tuple[int, np.ndarray]] = {}
-        self.vectors: dict[str, np.ndarray] = {}
-        self.converted: dict[str, str] = {}
+        self.groups: list[tuple[int, packing.Group]] = []
         self.ropes: list[tuple] = []
 
     # -- pointers -------------------------------------------------------------------
@@ -178,21 +270,10 @@ class _Compiler:
         return self.ptr(self.q8[buffer], "lila_q8 *")
 
     def matrix(self, name: str) -> tuple[int, np.ndarray]:
-        if name not in self.matrices:
-            ggml_type, rows = matmul_weight(self.gguf, name, self.spill)
-            original = self.gguf.tensors[name].ggml_type
-            if ggml_type != int(original):
-                self.converted[name] = original.name
-            self.matrices[name] = (ggml_type, rows)
-        return self.matrices[name]
+        return self.weights.matrix(name)
 
     def vector(self, name: str):
-        # A copy, never a view of the map: only the matmul and embedding kernels read the
-        # file, under the executor's SIGBUS guard; these are read outside it too (RoPE
-        # factors, by the calling thread). They are small: norms, biases, RoPE factors.
-        if name not in self.vectors:
-            self.vectors[name] = np.array(self.gguf.tensor(name), np.float32).reshape(-1)
-        return self.ptr(self.vectors[name], "float *")
+        return self.ptr(self.weights.vector(name), "float *")
 
     # -- fusion analysis --------------------------------------------------------------
 
@@ -258,13 +339,17 @@ class _Compiler:
         return bool(readers) and all(r.kind == "linear" for r in readers)
 
     def matmul(self, i: int, group: list[Op], emitted: list) -> int:
-        """Emits the group's matmul op (fused with a following GLU or residual add);
-        returns how many plan ops it consumed."""
+        """Emits the group's matmul op (fused with a following GLU or residual add, and
+        with the adapters on it, unless they have an op of their own); returns how many
+        plan ops it consumed."""
         ops, widths = self.plan.ops, self.plan.widths
         x = group[0].ins[0]
-        parts = [self.part(g) for g in group]
+        linears = [linear(self.plan, g, self.gguf) for g in group]
+        parts = [self.part(g, lin) for g, lin in zip(group, linears)]
+        adapted = any(lin.target for lin in linears)
+        separate = adapted and not self.fuse_adapters
         flags, consumed = 0, len(group)
-        nxt = ops[i + consumed] if i + consumed < len(ops) else None
+        nxt = ops[i + consumed] if i + consumed < len(ops) and not separate else None
         if (len(group) == 2 and nxt is not None and nxt.kind == "glu"
                 and nxt.ins == (group[0].out, group[1].out)
                 and self.types_of(group)[0] == self.types_of(group)[1]
@@ -281,21 +366,25 @@ class _Compiler:
             consumed += 1
         if group[0].attrs["last_row_only"]:
             flags |= self.lib_const("LAST_ROW_ONLY")
-        emitted.append(self.op("MATMUL", flags=flags, q8=self.q8_of(x), q8_stride=widths[x] // Q8_VALUES,
-                               nb=widths[x] // Q8_VALUES, parts=parts, n_parts=len(parts)))
+        inputs = dict(q8=self.q8_of(x), q8_stride=widths[x] // Q8_VALUES, nb=widths[x] // Q8_VALUES)
+        emitted.append(self.op("MATMUL", flags=flags, parts=parts, n_parts=len(parts), **inputs))
+        if separate:
+            emitted.append(self.op("LORA", flags=flags & self.lib_const("LAST_ROW_ONLY"),
+                                   parts=[dict(p) for p in parts], n_parts=len(parts), **inputs))
+        if adapted:
+            self.groups.append((len(emitted) - 1, packing.Group(
+                tuple(lin.target for lin in linears), linears[0].layer,
+                any(lin.computes_gates for lin in linears))))
         return consumed
 
     def types_of(self, group: list[Op]) -> list[int]:
         return [self.matrix(g.weights[0])[0] for g in group]
 
-    def part(self, op: Op) -> dict:
-        ggml_type, rows = self.matrix(op.weights[0])
-        shape = self.gguf.tensors[op.weights[0]].shape
-        if shape != (self.plan.widths[op.out], self.plan.widths[op.ins[0]]):
-            raise LilaError(f"weight {op.weights[0]} of shape {shape} does not match the plan")
+    def part(self, op: Op, lin) -> dict:
+        ggml_type, rows = self.matrix(lin.weight)
         return {"w": self.ptr(rows, "void *"), "row_bytes": rows.shape[1], "rows": rows.shape[0],
                 "wtype": ggml_type,
-                "bias": self.vector(op.weights[1]) if len(op.weights) > 1 else self.ffi.NULL,
+                "bias": self.vector(lin.bias) if lin.bias else self.ffi.NULL,
                 "out": self.fp32(op.out), "out_stride": self.plan.widths[op.out]}
 
     def single(self, op: Op):
@@ -371,4 +460,4 @@ class _Compiler:
         program.max_batch, program.n_ctx = self.max_batch, self.n_ctx
         program.n_kv_layers = len(self.plan.kv)
         self.keep += [ops, ropes]
-        return _Program(program, self.buffers, self.converted, self.keep)
+        return _Program(program, self.buffers, self.weights.converted, self.groups, self.keep)

@@ -9,6 +9,9 @@ to 8 bits, integer dots on the weights' own blocks, an fp16 KV cache.
 Weights stay in the GGUF map; types without a kernel are converted to Q8_0 at load
 (lila.executor.weights: in anonymous memory, or a spill file in low-memory mode), and
 1-D weights (norms, biases, rope factors) to fp32.
+
+The memory fabric's adapters are computed as the native executor computes them (see
+lila.fabric.packing): Q8_0 products of A and of the stacked B, after the linear's own.
 """
 from __future__ import annotations
 
@@ -28,11 +31,14 @@ import numpy as np
 from lila.errors import LilaError
 from lila.executor import numba_kernels as kernels
 from lila.executor.kv import KVCache, SingleSequence
+from lila.executor.linear import Linear, LinearWeights, linear
 from lila.executor.plan import Op, Plan
 from lila.executor.memory import CONVERTED, MAPPED
-from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile, matmul_weight
+from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile
+from lila.fabric import packing
 from lila.formats.gguf import GGUFFile
-from lila.native.abi import Q8_DTYPE, Q8_VALUES
+from lila.formats.quants import GGMLType
+from lila.native.abi import NAMESPACES, Q8_DTYPE, Q8_VALUES
 
 # step(n, pos0, all_logits, kv): one op for a batch of n tokens at positions pos0.. of the
 # sequence whose cache is kv
@@ -49,10 +55,13 @@ class NumbaBackend(SingleSequence):
         self.threads = threads
         self.buffers = {name: np.zeros((self.max_batch, width), np.float32)
                         for name, width in plan.widths.items()}
-        self.converted: dict[str, str] = {}   # weight name -> the type it was converted from
+        self._weights = LinearWeights(gguf, spill, kernels.MATMUL_TYPES)
+        self.converted = self._weights.converted   # weight name -> the type it was converted from
         self._tokens = np.zeros(self.max_batch, np.int64)
-        self._matrices: dict[str, tuple[int, np.ndarray]] = {}
-        self._vectors: dict[str, np.ndarray] = {}
+        # the fabric: ops adapters attach to, what each has now, each layer's gates
+        self._groups: dict[str, packing.Group] = {}
+        self._adapters: dict[str, packing.GroupLayout] = {}
+        self._gates = np.zeros((max(len(plan.kv), 1), self.max_batch, NAMESPACES), np.float32)
         self._q8: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._vocab_rows = min((gguf.tensors[op.weights[0]].shape[0] for op in plan.ops
                                 if op.kind == "embed"), default=0)
@@ -111,20 +120,56 @@ class NumbaBackend(SingleSequence):
     # -- load: weights ---------------------------------------------------------------------
 
     def _matrix(self, name: str) -> tuple[int, np.ndarray]:
-        if name not in self._matrices:
-            ggml_type, rows = matmul_weight(self.gguf, name, self.spill, kernels.MATMUL_TYPES)
-            original = self.gguf.tensors[name].ggml_type
-            if ggml_type != original:
-                self.converted[name] = original.name
-            self._matrices[name] = (int(ggml_type), rows)
-        return self._matrices[name]
+        return self._weights.matrix(name)
 
     def _vector(self, name: str) -> np.ndarray:
-        # a writable copy: F32 tensors would otherwise be read-only views of the map, a
-        # second array type for the kernels to be compiled for
-        if name not in self._vectors:
-            self._vectors[name] = np.array(self.gguf.tensor(name), np.float32).reshape(-1)
-        return self._vectors[name]
+        return self._weights.vector(name)
+
+    # -- the memory fabric -----------------------------------------------------------------
+
+    def pack_adapter(self, adapter) -> packing.QuantizedAdapter:
+        return packing.pack(adapter)
+
+    def prepare_adapters(self, active: list[packing.Active]) -> dict[str, packing.GroupLayout]:
+        layouts = {target: packing.layout(group, active) for target, group in self._groups.items()}
+        return {target: lay for target, lay in layouts.items() if lay is not None}
+
+    def use_adapters(self, prepared: dict[str, packing.GroupLayout]) -> None:
+        self._adapters = prepared
+
+    def adapter_bytes(self, prepared: dict[str, packing.GroupLayout]) -> int:
+        return sum(lay.stacked_bytes for lay in prepared.values())
+
+    def _add_adapters(self, lay: packing.GroupLayout, x_q8, first: int, count: int,
+                      out: np.ndarray) -> None:
+        """out[first:first + count] += the adapters of lay (one part: a linear op), for the
+        tokens' quantized input x_q8; and the layer's gates, if lay computes them."""
+        q8_0, no_bias = int(GGMLType.Q8_0), np.zeros(0, np.float32)
+        rows = slice(first, first + count)
+        u = np.zeros((self.max_batch, lay.u_width), np.float32)
+        gates = self._gates[lay.layer] if packing.needs_gates(lay) else None
+        for down in lay.down:
+            product = np.zeros((self.max_batch, down.rows.shape[0]), np.float32)
+            kernels.matmul(q8_0, down.rows, *x_q8, first, count, no_bias, product)
+            if down.gate_bias is None:
+                u[rows, down.column:down.column + down.rows.shape[0]] = product[rows]
+            else:
+                gates[rows, down.column] = 1 / (1 + np.exp(-(product[rows, 0] + down.gate_bias[0])))
+        stacked, width = lay.up[0], lay.up_width[0]
+        if stacked is None:
+            return
+        coef = np.zeros((self.max_batch, width), np.float32)
+        coef[:count] = u[rows, :width] * lay.col_scale
+        gated = lay.col_gate >= 0
+        if gated.any():
+            coef[:count, gated] *= gates[rows][:, lay.col_gate[gated]]
+        blocks = (self.max_batch, width // Q8_VALUES)
+        coef_q8 = (np.zeros(blocks, np.float32), np.zeros(blocks, np.float32),
+                   np.zeros((self.max_batch, width), np.int8))
+        kernels.quantize_q8(coef, count, *coef_q8)
+        product = np.zeros_like(out)
+        kernels.matmul(q8_0, stacked, *coef_q8, 0, count, no_bias, product)
+        out[rows] += product[:count]
 
     def _q8_of(self, buffer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         width = self.plan.widths[buffer]
@@ -178,18 +223,19 @@ class NumbaBackend(SingleSequence):
         return lambda n, pos0, all_logits, kv: kernels.rmsnorm(x, n, weight, eps, heads, out)
 
     def _linear(self, op: Op) -> Step:
-        wtype, w = self._matrix(op.weights[0])
-        x, out = self.buffers[op.ins[0]], self.buffers[op.out]
-        d, s, qs = self._q8_of(op.ins[0])
-        info = self.gguf.tensors[op.weights[0]]
-        if info.shape != (out.shape[1], x.shape[1]):
-            raise LilaError(f"weight {op.weights[0]} of shape {info.shape} does not match the plan")
-        bias = self._vector(op.weights[1]) if len(op.weights) > 1 else np.zeros(0, np.float32)
-        last_row_only = bool(op.attrs["last_row_only"])
+        lin: Linear = linear(self.plan, op, self.gguf)
+        wtype, w = self._matrix(lin.weight)
+        out, x_q8 = self.buffers[lin.out], self._q8_of(lin.x)
+        bias = self._vector(lin.bias) if lin.bias else np.zeros(0, np.float32)
+        if lin.target:
+            self._groups[lin.target] = packing.Group((lin.target,), lin.layer, lin.computes_gates)
 
         def step(n: int, pos0: int, all_logits: bool, kv: KVCache) -> None:
-            first, count = (n - 1, 1) if last_row_only and not all_logits else (0, n)
-            kernels.matmul(wtype, w, d, s, qs, first, count, bias, out)
+            first, count = (n - 1, 1) if lin.last_row_only and not all_logits else (0, n)
+            kernels.matmul(wtype, w, *x_q8, first, count, bias, out)
+            lay = self._adapters.get(lin.target)
+            if lay is not None:
+                self._add_adapters(lay, x_q8, first, count, out)
         return step
 
     def _rope(self, op: Op) -> Step:

@@ -3,14 +3,20 @@
 It is the oracle native kernels are tested against, not a fast path. It dequantizes the
 weights the plan multiplies by into fp32 arrays once, at start (the GGUF map itself is
 never copied); embedding rows are dequantized from the map as tokens need them.
+
+The memory fabric's adapters are applied as their formula reads, in fp32 from the
+adapter file's values: y = W x + sum over namespaces n of g_n s_n B_n (A_n x), with
+g_n = sigmoid(w_n . x̂ + b_n) for a gated namespace, else 1.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from lila.executor.kv import KVCache, SingleSequence
+from lila.executor.linear import Linear, linear
 from lila.executor.memory import MAPPED
 from lila.executor.plan import Op, Plan
 from lila.formats.gguf import GGUFFile
@@ -26,6 +32,9 @@ class ReferenceBackend(SingleSequence):
         self.weights = {name: gguf.tensor(name) for name in sorted(_dense_weights(plan))}
         self.buffers = {name: np.zeros((max_batch, width), np.float32)
                         for name, width in plan.widths.items()}
+        self.linears = {id(op): linear(plan, op, gguf) for op in plan.ops if op.kind == "linear"}
+        self._adapters: list = []   # lila.fabric.packing.Active, with the adapters as read
+        self._gates: dict[int, np.ndarray] = {}   # layer -> (tokens, NAMESPACES)
 
     @staticmethod
     def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:
@@ -76,11 +85,36 @@ class ReferenceBackend(SingleSequence):
         self.buffers[op.out][:n] = out.reshape(n, -1)
 
     def _linear(self, op: Op, n: int) -> None:
-        rows = slice(n - 1, n) if op.attrs["last_row_only"] and not self.all_logits else slice(0, n)
-        out = self._in(op, n)[rows] @ self.weights[op.weights[0]].T
-        if len(op.weights) > 1:
-            out += self.weights[op.weights[1]]
+        lin: Linear = self.linears[id(op)]
+        rows = slice(n - 1, n) if lin.last_row_only and not self.all_logits else slice(0, n)
+        x = self._in(op, n)[rows]
+        out = x @ self.weights[lin.weight].T
+        if lin.bias:
+            out += self.weights[lin.bias]
+        if lin.computes_gates:
+            self._gates[lin.layer] = {a.namespace: _sigmoid(x @ a.gate.weight[lin.layer] + a.gate.bias[lin.layer])
+                                      for a in self._adapters if a.gate is not None}
+        for a in self._adapters:
+            lora = a.packed.lora.get(lin.target)
+            if lora is not None:
+                g = self._gates[lin.layer][a.namespace][:, None] if a.gate is not None else 1
+                out += g * np.float32(lora.scale * a.scale) * ((x @ lora.a.T) @ lora.b.T)
         self.buffers[op.out][rows] = out
+
+    # -- the memory fabric: the adapters as read, in fp32 --------------------------------
+
+    def pack_adapter(self, adapter) -> "_Fp32Adapter":
+        lora = dict(adapter.lora)
+        return _Fp32Adapter(lora, sum(x.a.nbytes + x.b.nbytes for x in lora.values()))
+
+    def prepare_adapters(self, active: list) -> list:
+        return list(active)
+
+    def use_adapters(self, prepared: list) -> None:
+        self._adapters = prepared
+
+    def adapter_bytes(self, prepared: list) -> int:
+        return 0
 
     def _rope(self, op: Op, n: int) -> None:
         a = op.attrs
@@ -131,6 +165,16 @@ class ReferenceBackend(SingleSequence):
 
     def _add(self, op: Op, n: int) -> None:
         self.buffers[op.out][:n] = self._in(op, n, 0) + self._in(op, n, 1)
+
+
+@dataclass(frozen=True)
+class _Fp32Adapter:
+    lora: dict          # target -> lila.fabric.adapter.LoRA
+    nbytes: int
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (0.5 + 0.5 * np.tanh(0.5 * x)).astype(np.float32)   # overflow-free
 
 
 def _dense_weights(plan: Plan) -> set[str]:

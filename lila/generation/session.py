@@ -55,6 +55,10 @@ class Engine:
     check: called before each pass, under the lock; raises ModelChangedError when the
     model can no longer be trusted (its file changed). After such an error, or a fault
     while reading the weights, every later pass raises it too.
+
+    The backend's configuration (the memory fabric's adapters) changes only between two
+    passes (reconfigure). A cache's keys and values hold only for the configuration
+    they were computed under: a free cache of another is not reused.
     """
 
     def __init__(self, backend, *, check: Callable[[], None] | None = None, keep: int = 2):
@@ -62,6 +66,7 @@ class Engine:
         self.n_ctx, self.max_batch = backend.n_ctx, backend.max_batch
         self.broken: str | None = None
         self.in_use = 0                  # caches held by sequences now
+        self.configuration = 0           # counts reconfigurations
         self._compute = threading.Lock()
         self._pool = threading.Lock()
         self._free: list[KVCache] = []   # least recently used first
@@ -74,15 +79,27 @@ class Engine:
             try:
                 if self.check:
                     self.check()
+                if pos0 == 0 or kv.configuration != self.configuration:
+                    # a cache extended under another configuration holds a mix of both
+                    kv.configuration = self.configuration if pos0 == 0 else -1
                 return self.backend.forward(np.asarray(tokens), pos0, kv, all_logits=all_logits)
             except ModelChangedError as e:
                 self.broken = str(e)
                 raise
 
+    def reconfigure(self, change: Callable[[], None]) -> None:
+        """Run change (which reconfigures the backend) between two forward passes."""
+        with self._compute:
+            change()
+            self.configuration += 1
+
     def acquire(self, prompt: Sequence[int]) -> KVCache:
         """A cache for a sequence starting with prompt: the free one holding most of it,
         else a new one."""
         with self._pool:
+            for kv in self._free:
+                if kv.configuration != self.configuration:
+                    kv.tokens.clear()
             if self._free:
                 best = max(self._free, key=lambda kv: _common_prefix(kv.tokens, prompt))
                 self._free.remove(best)

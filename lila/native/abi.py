@@ -77,3 +77,7 @@ def _numpy_dtype(ctype: str) -> np.dtype:
 # lila_q8: one block of activations quantized to 8 bits (fields d, s, qs).
 Q8_DTYPE: np.dtype = _numpy_dtype("lila_q8")
 Q8_VALUES: int = Q8_DTYPE["qs"].shape[0]      # activations per block
+
+# The memory fabric's namespaces: each op's adapters are scaled by their gates, kept per
+# layer in rows of this many.
+NAMESPACES: int = ffi.integer_const("LILA_NAMESPACES")

@@ -6,6 +6,11 @@
  * passes (a decode step follows the previous one within microseconds) and then sleep
  * on a condition variable, so an idle model costs no CPU.
  *
+ * A matmul op with adapters (lila_lora) adds one step before its matmul: each thread
+ * takes its share of the adapters' A products and counts itself done on the op's counter.
+ * Before a thread first adds B products to its rows it waits for that count, which by
+ * then is long reached: the matmul of its own rows lies between.
+ *
  * Each op runs under a SIGBUS guard (guarded_step): a fault jumps back to it, the thread
  * marks the pass failed, and every thread skips the ops left but still meets the others
  * at each barrier, so the pass ends normally and reports LILA_FAULT.
@@ -41,7 +46,9 @@ enum {
 
 typedef struct {
     float *tile_a, *tile_b;   /* max_batch x ROW_TILE each */
+    float *tile_c;            /* the same, for adapters' products */
     float *scores;            /* n_ctx */
+    const lila_op *coef_op;   /* the op whose adapter coefficients this thread holds */
 } scratch;
 
 struct lila_ctx {
@@ -58,6 +65,7 @@ struct lila_ctx {
     size_t n, pos0;
     int all_logits;
     atomic_int faulted;       /* a thread of this pass faulted: the rest is skipped */
+    atomic_int *lora_done;    /* per op: threads done with its adapters' A products */
     /* pool state; each counter on its own cache line, they are hammered */
     _Alignas(CACHE_LINE) atomic_int generation;
     _Alignas(CACHE_LINE) atomic_int barrier_count;
@@ -143,6 +151,16 @@ static int rows_fit(int32_t wtype, size_t width, size_t row_bytes)
     return width % values == 0 && row_bytes == width / values * blocks[wtype].bytes;
 }
 
+/* What adapters add to an op's kernels: Q8_0 products (their A, B and gates) and the
+ * quantization of their coefficients. */
+static size_t adapter_kernels(size_t *found, size_t n)
+{
+    found[n++] = matmul_slot(LILA_Q8_0, 1);
+    found[n++] = matmul_slot(LILA_Q8_0, 2);
+    found[n++] = SLOT(quantize_q8);
+    return n;
+}
+
 int lila_op_kernels(const lila_op *op, size_t *slots, size_t max)
 {
     size_t n = 0, found[LILA_MAX_OP_KERNELS];
@@ -168,9 +186,17 @@ int lila_op_kernels(const lila_op *op, size_t *slots, size_t max)
             add |= p->bias != NULL;
         }
         if (glu) found[n++] = glu_slot(op->flags);
-        if (add) found[n++] = SLOT(add);
+        if (add || op->lora) found[n++] = SLOT(add);
+        if (op->lora) n = adapter_kernels(found, n);
         break;
     }
+    case LILA_OP_LORA:
+        if (op->n_parts < 1 || op->n_parts > MAX_PARTS) return -1;
+        if (op->lora) {
+            found[n++] = SLOT(add);
+            n = adapter_kernels(found, n);
+        }
+        break;
     case LILA_OP_ROPE: found[n++] = rope_slot(op->flags); break;
     case LILA_OP_ATTENTION:
         if (op->kv_heads < 1 || op->heads % op->kv_heads || op->kv_layer < 0) return -1;
@@ -248,67 +274,218 @@ static void run_quantize(lila_ctx *ctx, const lila_op *op, int tid)
     }
 }
 
-/* rows [lo, hi) of part p for the batch's columns, into dst (dst_stride apart) */
-static void multiply(const lila_ctx *ctx, const lila_op *op, const lila_matmul_part *p,
-                     size_t lo, size_t hi, size_t col0, size_t cols, float *dst,
-                     size_t dst_stride)
+/* The batch's columns an op computes: all, or only the last for the LM head. */
+static void op_columns(const lila_ctx *ctx, const lila_op *op, size_t *col0, size_t *cols)
 {
+    int last_only = (op->flags & LILA_LAST_ROW_ONLY) && !ctx->all_logits;
+    *col0 = last_only ? ctx->n - 1 : 0;
+    *cols = last_only ? 1 : ctx->n;
+}
+
+/* -- the memory fabric's adapters ------------------------------------------------------ */
+
+static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* Thread tid's share of the adapters' A products (and gates) for the op's columns. */
+static void adapters_down(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    const lila_lora *lora = op->lora;
+    size_t col0, cols, total = 0, lo, hi, first = 0;
+    op_columns(ctx, op, &col0, &cols);
+    for (size_t i = 0; i < lora->n_down; i++) total += lora->down[i].n;
+    share(total, tid, ctx->n_threads, 4, &lo, &hi);
+    size_t row_bytes = op->nb * blocks[LILA_Q8_0].bytes;
+    lila_matmul_fn *fn = (lila_matmul_fn *)kernel_at(K(ctx), matmul_slot(LILA_Q8_0, cols));
+    for (size_t i = 0; i < lora->n_down && first < hi; first += lora->down[i++].n) {
+        const lila_lora_down *d = &lora->down[i];
+        size_t a = lo > first ? lo - first : 0, b = hi - first < d->n ? hi - first : d->n;
+        if (a >= b) continue;
+        float *out = d->out + col0 * d->out_stride + a;
+        fn((const uint8_t *)d->rows + a * row_bytes, row_bytes, b - a,
+           op->q8 + col0 * op->q8_stride, op->nb, cols, out, d->out_stride);
+        if (d->gate_bias)
+            for (size_t c = 0; c < cols; c++)
+                for (size_t r = a; r < b; r++)
+                    out[c * d->out_stride + r - a] = sigmoid(out[c * d->out_stride + r - a] + d->gate_bias[r]);
+    }
+}
+
+/* Waits until every thread has done its share of the op's A products; 0 if the pass
+ * faulted meanwhile (the thread that faulted never counts itself). */
+static int adapters_ready(lila_ctx *ctx, const lila_op *op)
+{
+    atomic_int *done = &ctx->lora_done[op - ctx->prog.ops];
+    for (unsigned spins = 0; atomic_load(done) < ctx->n_threads; spins++) {
+        if (atomic_load(&ctx->faulted)) return 0;
+        if (spins < SPIN_BEFORE_YIELD)
+            cpu_relax();
+        else
+            sched_yield();
+    }
+    return 1;
+}
+
+/* Where part i's quantized coefficients start in a thread's coef_q8: max_batch rows of
+ * its own blocks, at the place its columns have in u. */
+static size_t coef_blocks(const lila_ctx *ctx, const lila_lora *lora, int i)
+{
+    return lora->up_col[i] / Q8_VALUES * ctx->prog.max_batch;
+}
+
+/* This thread's coefficients for the op's columns, each part's quantized on its own so
+ * that it is a row of blocks the Q8_0 kernels take. */
+static void adapter_coefficients(lila_ctx *ctx, const lila_op *op, int tid)
+{
+    const lila_lora *lora = op->lora;
+    size_t col0, cols, width = lora->u_width;
+    op_columns(ctx, op, &col0, &cols);
+    float *coef = lora->coef + (size_t)tid * ctx->prog.max_batch * width;
+    lila_q8 *q8 = lora->coef_q8 + (size_t)tid * ctx->prog.max_batch * (width / Q8_VALUES);
+    for (size_t c = 0; c < cols; c++) {
+        const float *u = lora->u + (col0 + c) * width;
+        const float *gates = lora->gates ? lora->gates + (col0 + c) * LILA_NAMESPACES : NULL;
+        float *row = coef + c * width;
+        for (size_t j = 0; j < width; j++) {
+            /* padding columns: u is shared by ops of other widths, so not zero there */
+            int32_t g = lora->col_gate[j];
+            float scale = lora->col_scale[j];
+            row[j] = scale == 0.0f ? 0.0f : u[j] * scale * (g >= 0 && gates ? gates[g] : 1.0f);
+        }
+    }
+    for (int i = 0; i < op->n_parts; i++) {
+        size_t nb = lora->up_width[i] / Q8_VALUES;
+        if (!lora->up[i]) continue;
+        for (size_t c = 0; c < cols; c++)
+            K(ctx)->quantize_q8(coef + c * width + lora->up_col[i], lora->up_width[i],
+                                q8 + coef_blocks(ctx, lora, i) + c * nb);
+    }
+}
+
+/* dst += part i's adapters for rows [lo, hi), as multiply() lays dst out. */
+static void add_adapters(lila_ctx *ctx, const lila_op *op, int i, size_t lo, size_t hi,
+                         size_t cols, float *dst, size_t dst_stride, int tid)
+{
+    const lila_lora *lora = op->lora;
+    scratch *s = &ctx->scratch[tid];
+    if (s->coef_op != op) {
+        if (!adapters_ready(ctx, op)) return;
+        adapter_coefficients(ctx, op, tid);
+        s->coef_op = op;
+    }
+    size_t nb = lora->up_width[i] / Q8_VALUES, row_bytes = nb * blocks[LILA_Q8_0].bytes;
+    const lila_q8 *x = lora->coef_q8 + (size_t)tid * ctx->prog.max_batch * (lora->u_width / Q8_VALUES)
+                       + coef_blocks(ctx, lora, i);
+    lila_matmul_fn *fn = (lila_matmul_fn *)kernel_at(K(ctx), matmul_slot(LILA_Q8_0, cols));
+    for (size_t r = lo; r < hi; r += ROW_TILE) {
+        size_t end = r + ROW_TILE < hi ? r + ROW_TILE : hi, len = end - r;
+        fn((const uint8_t *)lora->up[i] + r * row_bytes, row_bytes, len, x, nb, cols,
+           s->tile_c, len);
+        for (size_t c = 0; c < cols; c++)
+            K(ctx)->add(dst + c * dst_stride + (r - lo), s->tile_c + c * len, len,
+                        dst + c * dst_stride + (r - lo));
+    }
+}
+
+/* The one place a linear layer is computed: rows [lo, hi) of part i for the batch's
+ * columns from col0, weights times input, plus bias, plus the fabric's adapters, into dst
+ * (dst_stride apart). */
+static void multiply(lila_ctx *ctx, const lila_op *op, int i, size_t lo, size_t hi,
+                     size_t col0, size_t cols, float *dst, size_t dst_stride, int tid)
+{
+    const lila_matmul_part *p = &op->parts[i];
     lila_matmul_fn *fn = (lila_matmul_fn *)kernel_at(K(ctx), matmul_slot(p->wtype, cols));
     fn((const uint8_t *)p->w + lo * p->row_bytes, p->row_bytes, hi - lo,
        op->q8 + col0 * op->q8_stride, op->nb, cols, dst, dst_stride);
     if (p->bias)
         for (size_t c = 0; c < cols; c++)
             K(ctx)->add(dst + c * dst_stride, p->bias + lo, hi - lo, dst + c * dst_stride);
+    if (op->lora && op->lora->up[i])
+        add_adapters(ctx, op, i, lo, hi, cols, dst, dst_stride, tid);
+}
+
+/* Part i's rows within rows [lo, hi) of the op's parts taken end to end, as [*a, *b);
+ * 0 if none. */
+static int part_rows(const lila_op *op, int i, size_t lo, size_t hi, size_t *a, size_t *b)
+{
+    size_t first = 0;   /* part i's row 0 in the concatenation */
+    for (int j = 0; j < i; j++) first += op->parts[j].rows;
+    size_t rows = op->parts[i].rows;
+    *a = lo > first ? lo - first : 0;
+    *b = hi > first ? (hi - first < rows ? hi - first : rows) : 0;
+    return *a < *b;
+}
+
+static size_t total_rows(const lila_op *op)
+{
+    size_t total = 0;
+    for (int i = 0; i < op->n_parts; i++) total += op->parts[i].rows;
+    return total;
 }
 
 static void run_matmul(lila_ctx *ctx, const lila_op *op, int tid)
 {
-    size_t col0 = 0, cols = ctx->n;
-    if ((op->flags & LILA_LAST_ROW_ONLY) && !ctx->all_logits) {
-        col0 = ctx->n - 1;
-        cols = 1;
+    size_t col0, cols;
+    op_columns(ctx, op, &col0, &cols);
+    if (op->lora) {
+        adapters_down(ctx, op, tid);
+        atomic_fetch_add(&ctx->lora_done[op - ctx->prog.ops], 1);
     }
     scratch *s = &ctx->scratch[tid];
     int glu = op->flags & (LILA_GLU_SILU | LILA_GLU_GELU);
     if (glu) {
         /* gate and up share row indices: each thread does the same rows of both */
-        const lila_matmul_part *gate = &op->parts[0], *up = &op->parts[1];
+        const lila_matmul_part *gate = &op->parts[0];
         lila_glu_fn *act = (lila_glu_fn *)kernel_at(K(ctx), glu_slot(op->flags));
         size_t lo, hi;
         share(gate->rows, tid, ctx->n_threads, 16, &lo, &hi);
         for (size_t r = lo; r < hi; r += ROW_TILE) {
             size_t end = r + ROW_TILE < hi ? r + ROW_TILE : hi, len = end - r;
-            multiply(ctx, op, gate, r, end, col0, cols, s->tile_a, len);
-            multiply(ctx, op, up, r, end, col0, cols, s->tile_b, len);
+            multiply(ctx, op, 0, r, end, col0, cols, s->tile_a, len, tid);
+            multiply(ctx, op, 1, r, end, col0, cols, s->tile_b, len, tid);
             for (size_t c = 0; c < cols; c++)
                 act(s->tile_a + c * len, s->tile_b + c * len, len,
                     gate->out + (col0 + c) * gate->out_stride + r);
         }
         return;
     }
-    size_t total = 0;
-    for (int i = 0; i < op->n_parts; i++) total += op->parts[i].rows;
-    size_t lo, hi;
-    share(total, tid, ctx->n_threads, 16, &lo, &hi);
-    size_t first = 0;   /* index of part i's row 0 in the concatenation */
+    size_t lo, hi, a, b;
+    share(total_rows(op), tid, ctx->n_threads, 16, &lo, &hi);
     for (int i = 0; i < op->n_parts; i++) {
         const lila_matmul_part *p = &op->parts[i];
-        size_t a = lo > first ? lo - first : 0, b = hi - first < p->rows ? hi - first : p->rows;
-        if (hi > first && a < b) {
-            float *out = p->out + col0 * p->out_stride;
-            if (!(op->flags & LILA_ACCUMULATE)) {
-                multiply(ctx, op, p, a, b, col0, cols, out + a, p->out_stride);
-            } else {
-                for (size_t r = a; r < b; r += ROW_TILE) {
-                    size_t end = r + ROW_TILE < b ? r + ROW_TILE : b, len = end - r;
-                    multiply(ctx, op, p, r, end, col0, cols, s->tile_a, len);
-                    for (size_t c = 0; c < cols; c++)
-                        K(ctx)->add(out + c * p->out_stride + r, s->tile_a + c * len, len,
-                                    out + c * p->out_stride + r);
-                }
-            }
+        if (!part_rows(op, i, lo, hi, &a, &b)) continue;
+        float *out = p->out + col0 * p->out_stride;
+        if (!(op->flags & LILA_ACCUMULATE)) {
+            multiply(ctx, op, i, a, b, col0, cols, out + a, p->out_stride, tid);
+            continue;
         }
-        first += p->rows;
+        for (size_t r = a; r < b; r += ROW_TILE) {
+            size_t end = r + ROW_TILE < b ? r + ROW_TILE : b, len = end - r;
+            multiply(ctx, op, i, r, end, col0, cols, s->tile_a, len, tid);
+            for (size_t c = 0; c < cols; c++)
+                K(ctx)->add(out + c * p->out_stride + r, s->tile_a + c * len, len,
+                            out + c * p->out_stride + r);
+        }
+    }
+}
+
+/* A separate adapter op (the fabric unfused, to measure what fusing saves): the A
+ * products, a barrier, then each thread adds B products to its share of the rows. */
+static void run_lora(lila_ctx *ctx, const lila_op *op, int step, int tid)
+{
+    if (!op->lora) return;
+    if (step == 0) {
+        adapters_down(ctx, op, tid);
+        atomic_fetch_add(&ctx->lora_done[op - ctx->prog.ops], 1);
+        return;
+    }
+    size_t col0, cols, lo, hi, a, b;
+    op_columns(ctx, op, &col0, &cols);
+    share(total_rows(op), tid, ctx->n_threads, 16, &lo, &hi);
+    for (int i = 0; i < op->n_parts; i++) {
+        const lila_matmul_part *p = &op->parts[i];
+        if (op->lora->up[i] && part_rows(op, i, lo, hi, &a, &b))
+            add_adapters(ctx, op, i, a, b, cols, p->out + col0 * p->out_stride + a,
+                         p->out_stride, tid);
     }
 }
 
@@ -392,10 +569,14 @@ static void run_step(lila_ctx *ctx, const lila_op *op, int step, int tid)
     case LILA_OP_ATTENTION: (step == 0 ? store_kv : run_attention)(ctx, op, tid); break;
     case LILA_OP_GLU:
     case LILA_OP_ADD: run_elementwise(ctx, op, tid); break;
+    case LILA_OP_LORA: run_lora(ctx, op, step, tid); break;
     }
 }
 
-static int steps_of(const lila_op *op) { return op->kind == LILA_OP_ATTENTION ? 2 : 1; }
+static int steps_of(const lila_op *op)
+{
+    return op->kind == LILA_OP_ATTENTION || op->kind == LILA_OP_LORA ? 2 : 1;
+}
 
 /* -- SIGBUS ----------------------------------------------------------------------------
  * While a thread runs an op, fault_jump points at where a fault returns it to; any other
@@ -448,6 +629,7 @@ static int guarded_step(lila_ctx *ctx, const lila_op *op, int step, int tid)
 
 static void run_program(lila_ctx *ctx, int tid)
 {
+    ctx->scratch[tid].coef_op = NULL;
     for (size_t i = 0; i < ctx->prog.n_ops; i++) {
         const lila_op *op = &ctx->prog.ops[i];
         for (int step = 0; step < steps_of(op); step++) {
@@ -527,6 +709,8 @@ int lila_forward(lila_ctx *ctx, const lila_kv *kv, const int32_t *tokens, size_t
     }
     ctx->kv = kv;
     atomic_store(&ctx->faulted, 0);
+    for (size_t i = 0; i < ctx->prog.n_ops; i++)
+        atomic_store_explicit(&ctx->lora_done[i], 0, memory_order_relaxed);
     ctx->tokens = tokens;
     ctx->n = n;
     ctx->pos0 = pos0;
@@ -567,15 +751,17 @@ lila_ctx *lila_create(const lila_program *program, int n_threads)
     ctx->rope_tables = alloc_floats(program->n_ropes * ctx->rope_stride);
     ctx->scratch = calloc((size_t)n_threads, sizeof *ctx->scratch);
     ctx->workers = calloc((size_t)n_threads, sizeof *ctx->workers);
+    ctx->lora_done = calloc(program->n_ops ? program->n_ops : 1, sizeof *ctx->lora_done);
     pthread_mutex_init(&ctx->lock, NULL);
     pthread_cond_init(&ctx->wake, NULL);
-    if (!ctx->rope_tables || !ctx->scratch || !ctx->workers) goto fail;
+    if (!ctx->rope_tables || !ctx->scratch || !ctx->workers || !ctx->lora_done) goto fail;
     for (int t = 0; t < n_threads; t++) {
         scratch *s = &ctx->scratch[t];
         s->tile_a = alloc_floats(program->max_batch * ROW_TILE);
         s->tile_b = alloc_floats(program->max_batch * ROW_TILE);
+        s->tile_c = alloc_floats(program->max_batch * ROW_TILE);
         s->scores = alloc_floats(program->n_ctx);
-        if (!s->tile_a || !s->tile_b || !s->scores) goto fail;
+        if (!s->tile_a || !s->tile_b || !s->tile_c || !s->scores) goto fail;
     }
     for (int t = 1; t < n_threads; t++) {
         worker_arg *arg = malloc(sizeof *arg);
@@ -607,10 +793,12 @@ void lila_destroy(lila_ctx *ctx)
         for (int t = 0; t < ctx->n_threads; t++) {
             free(ctx->scratch[t].tile_a);
             free(ctx->scratch[t].tile_b);
+            free(ctx->scratch[t].tile_c);
             free(ctx->scratch[t].scores);
         }
     free(ctx->scratch);
     free(ctx->workers);
+    free(ctx->lora_done);
     free(ctx->rope_tables);
     pthread_mutex_destroy(&ctx->lock);
     pthread_cond_destroy(&ctx->wake);

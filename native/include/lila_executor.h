@@ -9,6 +9,10 @@
  * The KV cache is not part of the program: each call names the sequence's own (lila_kv),
  * so one program serves any number of sequences, one call at a time.
  *
+ * The memory fabric's LoRA adapters ride on the matmul ops (lila_lora): each op's threads
+ * first share the small A products of every adapter reading its input, then add the B
+ * products to the output rows they own, so adapters cost no barrier of their own.
+ *
  * A model file truncated while mapped makes reading its weights raise SIGBUS. Every
  * thread of the pool runs each op under a handler that turns the fault into an error of
  * the call (LILA_FAULT), so the process survives and the caller can say what happened.
@@ -27,7 +31,8 @@ enum lila_op_kind {
     LILA_OP_ROPE,         /* in[t] rotated in place by table rope_table at t's position */
     LILA_OP_ATTENTION,    /* K, V of the batch into the cache, then causal attention    */
     LILA_OP_GLU,          /* out[t] = act(in[t]) * in2[t]                               */
-    LILA_OP_ADD           /* out[t] = in[t] + in2[t]                                    */
+    LILA_OP_ADD,          /* out[t] = in[t] + in2[t]                                    */
+    LILA_OP_LORA          /* parts[i].out[t] += adapters (lila_lora), after their matmul */
 };
 
 enum {
@@ -37,6 +42,41 @@ enum {
     LILA_GLU_GELU = 8,        /* the same with tanh-approximated gelu                  */
     LILA_NEOX = 16            /* rope: pairs (j, j + rot_dim / 2)                      */
 };
+
+/* The memory fabric has this many namespaces, each holding at most one adapter. */
+enum { LILA_NAMESPACES = 5 };
+
+/* One product of an op's adapter stage: rows of Q8_0 weights times the op's quantized
+ * input (a LoRA A of one adapter on one part, or one namespace's gate vector). */
+typedef struct {
+    const void *rows;         /* n rows of the op's nb Q8_0 blocks each */
+    size_t n;
+    float *out;               /* row r of token t at out[t * out_stride + r] */
+    size_t out_stride;
+    const float *gate_bias;   /* gate rows: out = sigmoid(product + gate_bias[r]); NULL: A */
+} lila_lora_down;
+
+/* The adapters on one op (lila_op.lora), as y_i += B_i (coef * u) for each part i:
+ *   u = the A products (down[]), max_batch rows of u_width columns;
+ *   coef[t][j] = u[t][j] * col_scale[j] * (col_gate[j] < 0 ? 1 : gates[t][col_gate[j]]);
+ *   B_i: every adapter on part i stacked along the rank, parts[i].rows rows of up_width[i]
+ *   values in Q8_0, reading coef's columns up_col[i] .. up_col[i] + up_width[i].
+ * Padding columns have col_scale 0. Each thread scales and quantizes coef for itself.
+ * The op's threads use u and coef only while it runs: every op may point at the same. */
+typedef struct {
+    const lila_lora_down *down;
+    size_t n_down;
+    float *u;
+    size_t u_width;           /* a multiple of 32 */
+    const float *col_scale;   /* u_width */
+    const int32_t *col_gate;  /* u_width; a namespace, or -1 */
+    const float *gates;       /* the layer's gates, max_batch x LILA_NAMESPACES, or NULL */
+    const void *up[3];        /* NULL: no adapter on that part */
+    size_t up_col[3];         /* multiples of 32 */
+    size_t up_width[3];       /* multiples of 32 */
+    float *coef;              /* n_threads x max_batch x u_width floats */
+    lila_q8 *coef_q8;         /* n_threads x max_batch x u_width / 32 blocks */
+} lila_lora;
 
 /* One weight matrix of a matmul op; QKV and gate+up are one op of several parts, so
  * the threads split their rows together and meet at one barrier. */
@@ -81,6 +121,9 @@ typedef struct {
     int32_t kv_layer;         /* which of the lila_kv's caches holds this layer's K and V */
     int32_t kv_heads;
     int64_t window;           /* attend to the last `window` positions; 0: all */
+    /* matmul, lora: the fabric's adapters on the parts, or NULL. The caller may change it
+     * between forward passes. */
+    const lila_lora *lora;
 } lila_op;
 
 /* How RoPE angles are made: position * scale * base^(-2j / rot_dim) / freq_factors[j]. */
