@@ -141,6 +141,13 @@ def test_adapters_match_the_reference(adapted, family, fused):
     results = []
     for threads in (1, 3):
         backend = native(path, family, threads, fuse_adapters=fused)
+        ops = backend._program.struct.ops
+        kinds = [ops[i].kind for i in range(backend._program.struct.n_ops)]
+        lib = backend.native.lib
+        # fused, adapters keep the QKV, gate+up+GLU and residual fusions; split, they cost
+        # an op after each adapted matmul
+        assert kinds.count(lib.LILA_OP_LORA) == (0 if fused else 4 * SHAPES.layers)
+        assert kinds.count(lib.LILA_OP_GLU) == (0 if fused else SHAPES.layers)
         without = backend.forward(IDS, 0, all_logits=True)
         with_adapters(backend)
         prefill = backend.forward(IDS, 0, all_logits=True)

@@ -98,7 +98,22 @@ class NativeBackend(SingleSequence):
                   keep(np.zeros(self.threads * self.max_batch * widest // Q8_VALUES, Q8_DTYPE)))
         ops = [(index, self._lora(lay, shared, keep) if lay else self.native.ffi.NULL)
                for index, lay in layouts]
+        for index, lora in ops:
+            if lora != self.native.ffi.NULL:
+                self._check_kernels(index, lora)
         return [ops, keep]
+
+    def _check_kernels(self, index: int, lora) -> None:
+        """The kernels op `index` calls with `lora` attached, as the executor reports them,
+        are in the table (and are named by kernel_names from now on)."""
+        op = self.native.ffi.new("lila_op *", self._program.struct.ops[index])
+        op.lora = lora
+        for slot in self.native.op_kernels(op) or ():
+            symbol = self.native.symbol(self.native.kernel_at(self._kernels, slot))
+            if symbol is None:
+                raise LilaError(f"the {self.family} kernels lack {self.native.entry_name(slot)}, "
+                                f"which adapters need")
+            self._used[self.native.entry_name(slot)] = symbol
 
     def use_adapters(self, prepared: list) -> None:
         """Point the ops at `prepared`: only between forward passes."""

@@ -188,7 +188,7 @@ int lila_op_kernels(const lila_op *op, size_t *slots, size_t max)
         if (glu) found[n++] = glu_slot(op->flags);
         if (add || op->lora) found[n++] = SLOT(add);
         if (op->lora) n = adapter_kernels(found, n);
-        break;
+        break;   /* at most 3 x 2 + 2 + 3 entries: LILA_MAX_OP_KERNELS */
     }
     case LILA_OP_LORA:
         if (op->n_parts < 1 || op->n_parts > MAX_PARTS) return -1;
