@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from lila.cli.options import add_memory_option, notice_fallback
+from lila.cli.options import (add_adapter_options, add_memory_option, adapter_requests, describe_adapter,
+                              load_adapters, megabytes, notice_fallback)
 from lila.errors import LilaError
 from lila.executor.memory import summary
 from lila.hardware.memory import resident_set
@@ -32,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-r", "--repetitions", type=int, default=3)
     parser.add_argument("--backend", default=None, help="kernel backend (see `lila detect`)")
     add_memory_option(parser)
+    add_adapter_options(parser)
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
 
 
@@ -40,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
                              ("-r", args.repetitions, 1)):
         if not low <= value <= 1 << 20:
             raise LilaError(f"{name} must be at least {low}, not {value}")
+    adapters = adapter_requests(args)
     import lila
     started = time.perf_counter()
     model = lila.load(args.model, backend=args.backend, threads=args.threads,
                       n_ctx=_context(args), max_batch=args.n_prompt, low_memory=args.low_memory)
     load_seconds = time.perf_counter() - started
     notice_fallback(model.choice)
+    load_adapters(model, adapters)
     with model:
         result = measure(model.backend, model.config.vocab_size, args.n_prompt, args.n_gen,
                          args.repetitions)
@@ -54,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
                       threads=getattr(model.backend, "threads", None) or 1,
                       n_prompt=args.n_prompt, n_gen=args.n_gen, reps=args.repetitions,
                       load_ms=round(load_seconds * 1000, 1), low_memory=model.low_memory,
-                      rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                      rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                      adapters=[dict(namespace=ns.name, path=ns.path, ranks=list(ns.ranks),
+                                     modules=list(ns.modules), scale=ns.scale,
+                                     memory_mb=round(ns.memory / 2**20, 2))
+                                for ns in model.fabric.namespaces if ns.loaded],
+                      adapter_memory_mb=round(model.fabric.memory / 2**20, 2))
         # what is in RAM at the end, as the OS counts it (file-backed pages it may drop)
         resident = resident_set()
         result.update({f"{key}_mb": round(value / 2**20, 1) for key, value in resident.items()})
@@ -100,6 +109,10 @@ def print_table(r: dict, model, memory: str) -> None:
     if kernels:
         print("kernels  " + ", ".join(sorted(set(kernels().values()))))
     print(f"memory   {memory}; peak {r['rss_mb']:.0f} MB")
+    loaded = [ns for ns in model.fabric.namespaces if ns.loaded]
+    if loaded:
+        print(f"adapters {'; '.join(f'{ns.name} {describe_adapter(ns)}' for ns in loaded)}; "
+              f"{megabytes(model.fabric.memory)} in all")
     print(f"\n{'test':<8} {'tok/s':>10} {'min':>10} {'max':>10}")
     for key, label in (("pp", f"pp{r['n_prompt']}"), ("tg", f"tg{r['n_gen']}")):
         print(f"{label:<8} {r[key]:>10.2f} {r[key + '_min']:>10.2f} {r[key + '_max']:>10.2f}")

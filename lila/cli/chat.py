@@ -9,14 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lila.cli.options import add_model_options, add_sampling_options, load_model, sampling_kwargs
+from lila.cli.options import (AdapterRequest, add_model_options, add_sampling_options, adapter_requests,
+                              describe_adapter, load_model, megabytes, number, sampling_kwargs)
 from lila.cli.text import accept_any_stdin, decoded, decoded_argument
-from lila.errors import ContextOverflowError, LilaError, ModelChangedError
+from lila.errors import ContextOverflowError, LilaError, ModelChangedError, one_line
 
 HELP = """commands:
   /system TEXT   set the system message (and start over)
   /reset         forget the conversation
-  /reload        load the model file again (after it changed on disk); the conversation stays
+  /reload        load the model file again (after it changed on disk); the conversation
+                 and the adapters stay
+  /adapter       list the namespaces of the memory fabric and their adapters
+  /adapter load NAMESPACE PATH   put a LoRA adapter (PEFT directory or GGUF) in a namespace
+  /adapter unload NAMESPACE      empty a namespace
+  /adapter scale NAMESPACE S     scale a namespace's adapter (0: off)
   /quit          leave (or Ctrl-D)
 Ctrl-C stops the current answer."""
 
@@ -34,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
         pass
     interactive = sys.stdin.isatty()
     options = sampling_kwargs(args)
+    adapters = adapter_requests(args)
     accept_any_stdin()   # a line that is not UTF-8 must not end the chat
     print("loading model...", file=sys.stderr, flush=True)
-    chat = Chat(args, options)
+    chat = Chat(args, options, adapters)
     try:
         print(f"{chat.describe()}. Type /help for commands.", file=sys.stderr)
         while True:
@@ -65,21 +72,27 @@ class Chat:
     """A conversation and the model answering it. The model may be replaced (/reload) while
     the conversation goes on; a failed turn leaves `messages` as they were before it."""
 
-    def __init__(self, args: argparse.Namespace, options: dict):
+    def __init__(self, args: argparse.Namespace, options: dict, adapters: dict[str, AdapterRequest]):
         self.args, self.options = args, options
         self.system = decoded_argument(args.system, "--system")
         self.messages = _start(self.system)
-        self.model = load_model(args)
+        self.model = load_model(args, adapters)
         self.load_error: str | None = None   # why there is no model, after a failed /reload
+        # The adapters the next model (/reload) gets: what the fabric held when closed
+        self.adapters = adapters
 
     def describe(self) -> str:
         m = self.model
         streaming = ", weights streaming from disk" if m.low_memory else ""
+        loaded = [f"{ns.name}={one_line(ns.path)}" for ns in m.fabric.namespaces if ns.loaded]
+        adapters = f"; adapters {', '.join(loaded)}" if loaded else ""
         return (f"{m.name} ({m.config.arch}, context {m.n_ctx}, "
-                f"~{sum(m.memory.values()) >> 20} MB{streaming})")
+                f"~{sum(m.memory.values()) >> 20} MB{streaming}{adapters})")
 
     def close(self) -> None:
         if self.model is not None:
+            self.adapters = {ns.name: AdapterRequest(ns.path, ns.scale)
+                             for ns in self.model.fabric.namespaces if ns.loaded}
             self.model.close()
             self.model = None
 
@@ -97,6 +110,8 @@ class Chat:
             print("(system message set; conversation cleared)", file=sys.stderr)
         elif command == "/reload":
             self.reload()
+        elif command == "/adapter":
+            self.adapter(rest)
         elif command == "/help":
             print(HELP, file=sys.stderr)
         else:
@@ -108,7 +123,7 @@ class Chat:
         self.close()
         print("loading model...", file=sys.stderr, flush=True)
         try:
-            self.model = load_model(self.args)
+            self.model = load_model(self.args, {})   # adapters below: one failing leaves the model
         except LilaError as e:
             self.load_error = str(e)
             print(f"error: {e}; /reload tries again", file=sys.stderr)
@@ -118,14 +133,53 @@ class Chat:
             print("\n(loading stopped; /reload tries again)", file=sys.stderr)
             return
         self.load_error = None
+        for namespace, (path, scale) in self.adapters.items():
+            try:
+                self.model.fabric.load(namespace, path, scale=scale)
+            except LilaError as e:
+                print(f"error: {e}; {namespace} is left empty", file=sys.stderr)
         print(f"(reloaded {self.describe()}; the conversation goes on)", file=sys.stderr)
+
+    def adapter(self, rest: str) -> None:
+        """/adapter [load NAMESPACE PATH | unload NAMESPACE | scale NAMESPACE S]; a failure
+        is one line and leaves the adapters as they were."""
+        if not self.has_model():
+            return
+        fabric = self.model.fabric
+        action, namespace, argument = (rest.split(None, 2) + ["", "", ""])[:3]
+        try:
+            if not action:
+                for ns in fabric.namespaces:
+                    print(f"  {ns.name:<8} {describe_adapter(ns) if ns.loaded else 'empty'}",
+                          file=sys.stderr)
+                print(f"  adapters take {megabytes(fabric.memory)}", file=sys.stderr)
+            elif action == "load" and argument:
+                loaded = fabric.load(namespace, argument)
+                print(f"({namespace} holds {describe_adapter(loaded)})", file=sys.stderr)
+            elif action == "unload" and namespace and not argument:
+                fabric.unload(namespace)
+                print(f"({namespace} is empty)", file=sys.stderr)
+            elif action == "scale" and argument:
+                scale = number("the scale", argument)
+                fabric.set_scale(namespace, scale)
+                print(f"({namespace} scaled by {scale:g})", file=sys.stderr)
+            else:
+                print("usage: /adapter [load NAMESPACE PATH | unload NAMESPACE | scale NAMESPACE S]",
+                      file=sys.stderr)
+        except LilaError as e:
+            print(f"error: {e}", file=sys.stderr)
+
+    def has_model(self) -> bool:
+        """True, or False after saying why there is none."""
+        if self.model is None:
+            print(f"error: no model is loaded ({self.load_error}); /reload loads it",
+                  file=sys.stderr)
+        return self.model is not None
 
     def say(self, line: str) -> None:
         """One turn: the user's line and the model's answer join the conversation, or, if
         anything fails, neither does and the failure is one line on stderr."""
-        if self.model is None:
-            print(f"error: no model is loaded ({self.load_error}); /reload loads it",
-                  file=sys.stderr)
+        if not self.has_model():
             return
         changed = self.model.file_changed()
         if changed:

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 from lila.arguments import check_int
+from lila.errors import LilaError, one_line
+from lila.fabric.fabric import DEFAULT_NAMESPACES, Namespace
 from lila.generation.sampling import SamplingParams
 
 
@@ -19,6 +22,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, model_required: bool) 
     parser.add_argument("-t", "--threads", type=int, default=None,
                         help="threads (default: the CPU's performance cores)")
     add_memory_option(parser)
+    add_adapter_options(parser)
 
 
 def add_memory_option(parser: argparse.ArgumentParser) -> None:
@@ -55,14 +59,88 @@ def sampling_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(sampling, max_tokens=args.max_tokens, stop=args.stop)
 
 
-def load_model(args: argparse.Namespace):
+def add_adapter_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("adapters (the memory fabric)")
+    g.add_argument("--adapter", action="append", default=[], metavar="NAMESPACE=PATH",
+                   help="load a LoRA adapter (PEFT directory or GGUF LoRA) into a namespace: "
+                        f"{', '.join(DEFAULT_NAMESPACES)} (repeatable)")
+    g.add_argument("--adapter-scale", action="append", default=[], metavar="NAMESPACE=S",
+                   help="scale that namespace's adapter by S (default 1; repeatable)")
+
+
+class AdapterRequest(NamedTuple):
+    path: str
+    scale: float = 1.0
+
+
+def adapter_requests(args: argparse.Namespace) -> dict[str, AdapterRequest]:
+    """--adapter and --adapter-scale by namespace, checked now so that a bad flag costs
+    no model load (the adapter itself is read after the model)."""
+    paths = _assignments("--adapter", "PATH", args.adapter)
+    scales = {namespace: number(f"--adapter-scale {namespace}", text)
+              for namespace, text in _assignments("--adapter-scale", "S", args.adapter_scale).items()}
+    for namespace, path in paths.items():
+        if not os.path.exists(path):
+            raise LilaError(f"--adapter {namespace}={one_line(path)}: no such file or directory")
+    for namespace in scales:
+        if namespace not in paths:
+            raise LilaError(f"--adapter-scale {namespace}: no --adapter {namespace}=PATH")
+    return {namespace: AdapterRequest(path, scales.get(namespace, 1.0))
+            for namespace, path in paths.items()}
+
+
+def number(what: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise LilaError(f"{what}: a number, not {one_line(text)!r}") from None
+
+
+def _assignments(flag: str, what: str, values: list[str]) -> dict[str, str]:
+    assigned: dict[str, str] = {}
+    for value in values:
+        namespace, equals, rest = value.partition("=")
+        if not equals or not rest:
+            raise LilaError(f"{flag} takes NAMESPACE={what}, not {one_line(value)!r}")
+        if namespace not in DEFAULT_NAMESPACES:
+            raise LilaError(f"{flag}: no namespace {one_line(namespace)!r}; the namespaces are "
+                            f"{', '.join(DEFAULT_NAMESPACES)}")
+        if namespace in assigned:
+            raise LilaError(f"{flag}: namespace {namespace} given twice")
+        assigned[namespace] = rest
+    return assigned
+
+
+def load_model(args: argparse.Namespace, adapters: dict[str, AdapterRequest]):
     import lila
     model = lila.load(args.model, n_ctx=args.ctx_size, backend=args.backend,
                       threads=args.threads, low_memory=args.low_memory)
     notice_fallback(model.choice)
     if model.template.problem:   # the file's chat template cannot be used: say so, once per load
         print(f"lila: warning: {model.template.problem}; using {model.template.origin}", file=sys.stderr)
+    load_adapters(model, adapters)
     return model
+
+
+def load_adapters(model, adapters: dict[str, AdapterRequest]) -> None:
+    """Put the adapters in the model's namespaces; if one fails, the model is closed."""
+    try:
+        for namespace, (path, scale) in adapters.items():
+            model.fabric.load(namespace, path, scale=scale)
+    except BaseException:
+        model.close()
+        raise
+
+
+def describe_adapter(namespace: Namespace) -> str:
+    """A loaded namespace in a few words, for chat and bench."""
+    return (f"{one_line(namespace.path)} ({namespace.format}, rank {', '.join(map(str, namespace.ranks))}, "
+            f"{' '.join(namespace.modules)}, scale {namespace.scale:g}, "
+            f"gate {namespace.gate or 'none'}, {megabytes(namespace.memory)})")
+
+
+def megabytes(size: int) -> str:
+    return f"{size / 2**20:.2f} MB"
 
 
 def notice_fallback(choice) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lila.cli.options import add_model_options, add_sampling_options, load_model, sampling_kwargs
+from lila.cli.options import (add_model_options, add_sampling_options, adapter_requests, load_model,
+                              sampling_kwargs)
 from lila.cli.text import accept_any_stdin, decoded, decoded_argument
 from lila.executor.memory import summary
 from lila.hardware.memory import resident_set
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         prompt = decoded_argument(args.prompt, "the prompt")
     options = sampling_kwargs(args)
-    with load_model(args) as model:
+    with load_model(args, adapter_requests(args)) as model:
         if args.raw:
             completion = model.generate(prompt, **options)
         else:
