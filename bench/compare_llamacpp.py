@@ -13,6 +13,10 @@ bench/.venv-llamacpp (built from source for this CPU; Lila never depends on it),
 by bench/llamacpp_driver.py. With --llama-bench PATH a llama.cpp `llama-bench` binary is used
 instead (its tg is measured from an empty context, not after the prompt).
 
+Each --lora GGUF (a GGUF LoRA adapter, repeatable) is given to both engines: to llama.cpp
+through the driver, to Lila as `lila bench --adapter NS=GGUF`, one namespace each in the
+fabric's order (persona, skill, ...). bench/fabric.py measures adapters in more detail.
+
 Output: per-run lines on stderr as they finish, then a table of the median and min..max of
 each engine and the ratio of medians lila/llama.cpp (above 1: Lila is faster). With --json
 the last stdout line is one JSON object holding all of it, the individual runs included.
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from lila.errors import LilaError
+from lila.fabric.fabric import DEFAULT_NAMESPACES
 from lila.store import resolve_model
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -127,6 +132,15 @@ def install_llamacpp(package: str) -> Path:
     return python
 
 
+def llamacpp_python(python: Path | None, package: str) -> Path:
+    """python if given (it must import llama_cpp), else bench/.venv-llamacpp's, installed if missing."""
+    if python is None:
+        return install_llamacpp(package)
+    if llamacpp_version(python) is None:
+        raise BenchError(f"{python} cannot `import llama_cpp`")
+    return python
+
+
 def last_json_line(stdout: str, what: str) -> dict[str, Any]:
     lines = stdout.strip().splitlines()
     try:
@@ -148,12 +162,26 @@ def run_lila(lila_command: list[str], model: Path, args: argparse.Namespace) -> 
                "-n", str(args.n_gen), "-r", "1", "--json"]
     if args.lila_backend:
         command += ["--backend", args.lila_backend]
+    for namespace, lora in zip(DEFAULT_NAMESPACES, args.lora):
+        command += ["--adapter", f"{namespace}={lora}"]
     return last_json_line(run_checked(command, "lila bench"), "lila bench")
 
 
-def run_llamacpp_python(python: Path, model: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+def check_lila_adapters(lila_command: list[str], loras: list[str]) -> None:
+    if len(loras) > len(DEFAULT_NAMESPACES):
+        raise BenchError(f"at most {len(DEFAULT_NAMESPACES)} --lora (one per namespace), not {len(loras)}")
+    if loras and "--adapter" not in run_checked([*lila_command, "bench", "--help"], "lila bench --help"):
+        raise BenchError("this lila bench has no --adapter option; bench/fabric.py --engines fused,llama.cpp "
+                         "measures adapters in both engines through Lila's Python API")
+
+
+def run_llamacpp_python(python: Path, model: Path, args: argparse.Namespace, seed: int,
+                        loras: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """One run of bench/llamacpp_driver.py in python, with the GGUF LoRA adapters loras."""
     command = [str(python), str(DRIVER), str(model), "--threads", str(args.threads), "-p", str(args.n_prompt),
                "-n", str(args.n_gen), "--seed", str(seed)]
+    for lora in loras:
+        command += ["--lora", str(lora)]
     return last_json_line(run_checked(command, "llama.cpp driver"), "llama.cpp driver")
 
 
@@ -187,6 +215,8 @@ def print_table(result: dict[str, Any]) -> None:
     lila, llamacpp, ratio = result["lila"], result["llama.cpp"], result["ratio"]
     print(f"model {result['model']}\nthreads {result['threads']}, prompt {result['n_prompt']} tokens, "
           f"{result['n_gen']} decoded, {result['reps']} alternating runs each; tok/s median (min..max)")
+    if result["loras"]:
+        print(f"LoRA adapters (both engines): {', '.join(result['loras'])}")
     # Each engine's own report of its threads: a backend that ignores --threads shows here.
     print(f"  lila:      {lila['backend']}, {lila['threads']} threads\n"
           f"  llama.cpp: {llamacpp['backend']}, {llamacpp['threads']} threads")
@@ -209,6 +239,10 @@ def main() -> int:
     parser.add_argument("--lila", default=f"{shlex.quote(sys.executable)} -m lila",
                         help="command that runs lila (default: %(default)s)")
     parser.add_argument("--lila-backend", help="passed to `lila bench --backend` (default: Lila's choice)")
+    parser.add_argument("--lora", action="append", default=[], metavar="GGUF",
+                        help="GGUF LoRA adapter for both engines (repeat for several, at most 5)")
+    parser.add_argument("--llamacpp-python", type=Path, metavar="PATH",
+                        help="a Python with llama_cpp installed (default: bench/.venv-llamacpp's, built if missing)")
     parser.add_argument("--llamacpp-package", default=LLAMACPP_PACKAGE,
                         help="pip requirement built into bench/.venv-llamacpp (default: %(default)s)")
     parser.add_argument("--install-only", action="store_true",
@@ -220,15 +254,18 @@ def main() -> int:
             install_llamacpp(args.llamacpp_package)
             return 0
         model = resolve_model(args.model).resolve()
-        python = None if args.llama_bench else install_llamacpp(args.llamacpp_package)
+        if args.lora and args.llama_bench:
+            raise BenchError("--lora needs llama-cpp-python, not --llama-bench")
+        python = None if args.llama_bench else llamacpp_python(args.llamacpp_python, args.llamacpp_package)
         lila_command = shlex.split(args.lila)
+        check_lila_adapters(lila_command, args.lora)
         runs: dict[str, list[dict[str, Any]]] = {engine: [] for engine in ENGINES}
         for rep in range(args.reps):
             runs["lila"].append(run_lila(lila_command, model, args))
             if args.llama_bench:
                 runs["llama.cpp"].append(run_llama_bench(args.llama_bench, model, args))
             else:
-                runs["llama.cpp"].append(run_llamacpp_python(python, model, args, seed=rep))
+                runs["llama.cpp"].append(run_llamacpp_python(python, model, args, seed=rep, loras=args.lora))
             for engine in ENGINES:
                 run = runs[engine][-1]
                 print(f"run {rep + 1}/{args.reps} {engine:9}  pp {run['pp']:8.1f}  tg {run['tg']:7.1f} tok/s",
@@ -240,7 +277,7 @@ def main() -> int:
     lila, llamacpp = summarize(runs["lila"]), summarize(runs["llama.cpp"])
     result = {
         "model": str(model), "threads": args.threads, "n_prompt": args.n_prompt, "n_gen": args.n_gen,
-        "reps": args.reps, "lila": lila, "llama.cpp": llamacpp,
+        "reps": args.reps, "loras": args.lora, "lila": lila, "llama.cpp": llamacpp,
         "ratio": {key: lila[key] / llamacpp[key] for key in ("pp", "tg")},
     }
     print_table(result)
