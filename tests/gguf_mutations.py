@@ -329,5 +329,7 @@ def add_metadata(writer: gguf.GGUFWriter, metadata: dict) -> None:
             writer.add_bool(key, value)
         elif isinstance(value, int):
             writer.add_uint32(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
         else:
             writer.add_string(key, value)

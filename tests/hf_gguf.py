@@ -74,7 +74,7 @@ def build(arch: str, directory: Path, *, seed: int = 0, dtype=gguf.GGMLQuantizat
     return TinyModel(arch, path, model)
 
 
-def _gguf_name(arch: str, hf: str) -> str | None:
+def gguf_name(arch: str, hf: str) -> str | None:
     top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
            "lm_head.weight": "output.weight"}
     if hf in top:
@@ -101,6 +101,21 @@ def _gguf_name(arch: str, hf: str) -> str | None:
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     # convert_hf_to_gguf: HF rotates halves (NeoX); GGUF llama rotates adjacent pairs.
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def to_gguf(arch: str, config, hf_name: str, data: np.ndarray) -> tuple[str, np.ndarray]:
+    """A transformers tensor as convert_hf_to_gguf writes it: its GGUF name and values
+    (llama's Q/K rows permuted, gemma's norms as 1 + w). Only rows are moved, so a LoRA B
+    given under its weight's name comes out as convert_lora_to_gguf writes it."""
+    name = gguf_name(arch, hf_name)
+    data = data.copy()
+    if arch == "llama" and name.endswith(("attn_q.weight", "attn_q.bias")):
+        data = _permute(data, config.num_attention_heads)
+    if arch == "llama" and name.endswith(("attn_k.weight", "attn_k.bias")):
+        data = _permute(data, config.num_key_value_heads)
+    if arch == "gemma3" and "norm" in name:
+        data = data + 1
+    return name, data
 
 
 def _llama3_rope_factors(rope: dict, dim: int) -> np.ndarray:
@@ -159,14 +174,7 @@ def write_gguf(model, config, arch: str, path: Path, dtype) -> None:
     for hf_name, tensor in model.state_dict().items():
         if hf_name == "lm_head.weight" and config.tie_word_embeddings:
             continue
-        name = _gguf_name(arch, hf_name)
-        data = tensor.float().numpy().copy()
-        if arch == "llama" and name.endswith(("attn_q.weight", "attn_q.bias")):
-            data = _permute(data, config.num_attention_heads)
-        if arch == "llama" and name.endswith(("attn_k.weight", "attn_k.bias")):
-            data = _permute(data, config.num_key_value_heads)
-        if arch == "gemma3" and "norm" in name:
-            data = data + 1
+        name, data = to_gguf(arch, config, hf_name, tensor.float().numpy())
         qtype = dtype if data.ndim == 2 else gguf.GGMLQuantizationType.F32
         if qtype != gguf.GGMLQuantizationType.F32:
             data = gguf.quants.quantize(data, qtype)

@@ -1,14 +1,19 @@
-"""`lila info MODEL`: what a model file holds and what running it takes."""
+"""`lila info MODEL`: what a model file holds and what running it takes; `lila info ADAPTER`:
+what a LoRA adapter holds."""
 from __future__ import annotations
 
 import argparse
 import math
 from collections import Counter
+from pathlib import Path
 
 from lila.chat_template import ChatTemplate
 from lila.errors import LilaError, one_line
 from lila.executor import choose, memory_estimate
 from lila.executor.memory import streaming
+from lila.fabric.adapter import describe_adapter
+from lila.fabric.gguf_lora import is_gguf_adapter
+from lila.fabric.peft_files import is_peft
 from lila.formats.gguf import GGUFFile
 from lila.hardware.memory import available_memory
 from lila.models import describe
@@ -27,8 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lila.api import DEFAULT_CONTEXT
     from lila.store import resolve_model
+    if is_peft(Path(args.model)):
+        _print(describe_adapter(args.model))
+        return 0
     path = resolve_model(args.model)
     with GGUFFile.open(path) as gguf:
+        if is_gguf_adapter(gguf):
+            _print(describe_adapter(path))
+            return 0
         spec = describe(gguf)
         tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata)
         template = ChatTemplate.from_gguf_metadata(gguf.metadata, tokenizer)
@@ -71,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
                 verdict = f"does NOT fit: {e}"
         rows.append(("memory: total", f"{total / MB:.0f} MB; {available / MB:.0f} MB available; "
                                       f"{verdict}"))
+    _print(rows)
+    return 0
+
+
+def _print(rows: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:   # a value from the file (its name) must not forge lines
         print(f"{key:<{width}}  {one_line(value, limit=500)}")
-    return 0

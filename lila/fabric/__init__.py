@@ -1,0 +1,1 @@
+"""The memory fabric: LoRA adapters loaded live beside a GGUF base model."""
