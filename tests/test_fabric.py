@@ -9,7 +9,7 @@ Bounds: the reference backend (fp32 throughout) agrees to rounding. The quantize
 backends (8-bit activations, Q8_0 adapters) stay within 3x the normalised error they have
 on the base model plus 5e-3: random adapters on random models move activations where a
 last-bit change flips 8-bit codes, and the error ranges over 0.002-0.012 with the seed
-alone. The numba and native backends, which quantize alike, agree to 1e-4.
+alone. The numba and native backends, which quantize alike, agree to 1e-3.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def test_every_backend_matches_transformers_and_peft(tiny, rank, tmp_path):
         model.fabric.unload("skill")
         assert np.array_equal(model.logits(IDS), before), backend
     for backend in NATIVE_BACKENDS:
-        assert nmse(results[backend], results["numba"]) < 1e-4, backend
+        assert nmse(results[backend], results["numba"]) < 1e-3, backend
 
 
 def gated_oracle(tiny: hf_gguf.TinyModel, adapters: list[tuple[dict, float, tuple | None]]) -> np.ndarray:
@@ -269,3 +269,21 @@ def test_namespace_names_are_the_callers(tmp_path):
     model = lila.load(tiny.path, n_ctx=64, namespaces=["work", "home"])
     model.fabric.load("home", lora_fixtures.peft_adapter(tiny, tmp_path / "a", rank=4))
     assert [(n.name, n.loaded) for n in model.fabric.namespaces] == [("work", False), ("home", True)]
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "Q8_0"])
+def test_gguf_lora_and_peft_forms_give_the_same_outputs(tiny, dtype, tmp_path):
+    import gguf
+    peft_dir = lora_fixtures.peft_adapter(tiny, tmp_path / "lora", rank=8, alpha=16)
+    gguf_file = lora_fixtures.gguf_lora(peft_dir, tiny, tmp_path / "lora.gguf",
+                                        dtype=gguf.GGMLQuantizationType[dtype])
+    model = lila.load(tiny.path, n_ctx=64)
+    model.fabric.load("skill", peft_dir)
+    from_peft = model.logits(IDS)
+    info = model.fabric.load("skill", gguf_file)
+    assert info.format == "gguf"
+    from_gguf = model.logits(IDS)
+    if dtype == "F32":    # the same values, packed alike
+        assert np.array_equal(from_gguf, from_peft)
+    else:   # rounded once more, which the random gemma3 amplifies most (see the top)
+        assert nmse(from_gguf, from_peft) < 5e-3

@@ -68,12 +68,6 @@ def test_chat_and_bench_check_the_adapter_flags_too(tiny):
         assert_one_error_line(r, says="--adapter")
 
 
-# The temporary lila/fabric/adapter.py raises OSError; the adapters branch's reader raises
-# AdapterError: drop these marks with it.
-NEEDS_ADAPTER_ERROR = pytest.mark.xfail(reason="the temporary adapter reader", strict=True)
-
-
-@NEEDS_ADAPTER_ERROR
 def test_a_file_that_is_no_adapter(tiny):
     model, _ = tiny
     assert_one_error_line(lila("run", model, PROMPT, "--adapter", f"user={model}"), says=str(model))
@@ -129,7 +123,6 @@ def test_chat_reload_keeps_the_adapters(tiny):
     assert chat.stdout == scaled.stdout
 
 
-@NEEDS_ADAPTER_ERROR
 def test_chat_reload_without_the_adapter_file_leaves_its_namespace_empty(tiny, tmp_path, capsys):
     from lila.cli import chat
     model, adapter = tiny
