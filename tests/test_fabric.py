@@ -233,11 +233,18 @@ def test_memory_is_accounted(tmp_path):
 def test_bad_calls_leave_the_model_as_it_was(tmp_path):
     tiny = hf_gguf.build("llama", tmp_path)
     adapter = lora_fixtures.peft_adapter(tiny, tmp_path / "a", rank=4)
+    other = hf_gguf.build("qwen3", tmp_path)   # other shapes
+    wrong_shapes = lora_fixtures.peft_adapter(other, tmp_path / "q3", rank=4)
+    nan = lora_fixtures.peft_adapter(tiny, tmp_path / "nan", rank=4)
+    lora_fixtures.rewrite_tensors(nan, lambda t: {k: v * np.nan for k, v in t.items()})
     model = lila.load(tiny.path, n_ctx=64)
     model.fabric.load("skill", adapter)
     before = model.logits(IDS)
     dim = tiny.model.config.hidden_size
     calls = [
+        lambda: model.fabric.load("skill", wrong_shapes),
+        lambda: model.fabric.load("skill", nan),
+        lambda: model.fabric.load("skill", tiny.path),            # a model, not an adapter
         lambda: model.fabric.load("nowhere", adapter),
         lambda: model.fabric.load("skill", tmp_path / "missing"),
         lambda: model.fabric.load("skill", adapter, scale=float("nan")),
