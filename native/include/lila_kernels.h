@@ -108,6 +108,17 @@ typedef void lila_softmax_fn(float *x, size_t n);
 typedef void lila_attn_values_fn(const float *p, const uint16_t *values, size_t stride,
                                  size_t n_values, size_t hd, float *out);
 
+/* The memory fabric's B product over a tile of output rows: every adapter on one
+ * projection, B transposed and stacked along the rank (rank rows of Q8_0 blocks running
+ * along the output), times each token's coefficients (A x, scaled and gated):
+ *   out[c * out_stride + r] = sum_{j < rank} coef[c * coef_stride + j] * Bt[j][r]
+ * for r < nb * 32 and c < cols, where Bt[j][32k + i] = fp16 d of block k * qs[i] of row j,
+ * row j's blocks starting at bt + j * row_bytes. Whole blocks only: out receives nb * 32
+ * values per token, and the executor keeps those it needs. */
+typedef void lila_lora_up_fn(const void *bt, size_t row_bytes, size_t rank, size_t nb,
+                             const float *coef, size_t coef_stride, size_t cols,
+                             float *out, size_t out_stride);
+
 /* One kernel family's kernels. Type-indexed entries are NULL for types it has no kernel
  * for (the loader converts such weights at load). */
 typedef struct {
@@ -127,6 +138,7 @@ typedef struct {
     lila_attn_scores_fn *attn_scores;
     lila_softmax_fn *softmax;
     lila_attn_values_fn *attn_values;
+    lila_lora_up_fn *lora_up;
 } lila_kernels;
 
 /* The table of a family ("avx2", "avx512-vnni", "neon-dotprod", ...), or NULL if the

@@ -55,7 +55,8 @@ size_t lila_fill_kernel_tables(const lila_kernels **filled);
     extern lila_to_f16_fn lila_to_f16_##isa __attribute__((weak));          \
     extern lila_attn_scores_fn lila_attn_scores_##isa __attribute__((weak));\
     extern lila_softmax_fn lila_softmax_##isa __attribute__((weak));        \
-    extern lila_attn_values_fn lila_attn_values_##isa __attribute__((weak));
+    extern lila_attn_values_fn lila_attn_values_##isa __attribute__((weak));\
+    extern lila_lora_up_fn lila_lora_up_##isa __attribute__((weak));
 
 #define FILL_ROW_OPS(t, isa)                                                         \
     t->quantize_q8 = PICK(lila_quantize_q8_##isa, t->quantize_q8);                   \
@@ -69,6 +70,7 @@ size_t lila_fill_kernel_tables(const lila_kernels **filled);
     t->to_f16 = PICK(lila_to_f16_##isa, t->to_f16);                                  \
     t->attn_scores = PICK(lila_attn_scores_##isa, t->attn_scores);                   \
     t->softmax = PICK(lila_softmax_##isa, t->softmax);                               \
-    t->attn_values = PICK(lila_attn_values_##isa, t->attn_values);
+    t->attn_values = PICK(lila_attn_values_##isa, t->attn_values);                   \
+    t->lora_up = PICK(lila_lora_up_##isa, t->lora_up);
 
 #endif
