@@ -221,8 +221,9 @@ def test_memory_is_accounted(tmp_path):
     cfg = tiny.model.config
     shapes = [(cfg.hidden_size, cfg.hidden_size)] * 2 + [(cfg.hidden_size // 2, cfg.hidden_size)] * 2 \
         + [(cfg.intermediate_size, cfg.hidden_size)] * 2 + [(cfg.hidden_size, cfg.intermediate_size)]
-    # A in Q8_0 (34 bytes per 32 values), B in fp16, for each projection of each layer
-    per_layer = sum(8 * n_in // 32 * 34 + n_out * 8 * 2 for n_out, n_in in shapes)
+    # A and B transposed in Q8_0 (34 bytes per 32 values, B's rows padded to whole
+    # blocks), for each projection of each layer
+    per_layer = sum(8 * (n_in // 32 + -(-n_out // 32)) * 34 for n_out, n_in in shapes)
     assert info.memory == cfg.num_hidden_layers * per_layer
     assert model.fabric.memory > info.memory      # and the stacked B and scratch
     assert (info.ranks, len(info.modules)) == ((8,), 7)

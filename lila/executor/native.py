@@ -94,8 +94,7 @@ class NativeBackend(SingleSequence):
         # Ops run one after another: they share u and each thread's coefficients.
         keep = _Keep()
         shared = (keep(np.zeros(self.max_batch * widest, np.float32)),
-                  keep(np.zeros(self.threads * self.max_batch * widest, np.float32)),
-                  keep(np.zeros(self.threads * self.max_batch * widest // Q8_VALUES, Q8_DTYPE)))
+                  keep(np.zeros(self.threads * self.max_batch * widest, np.float32)))
         ops = [(index, self._lora(lay, shared, keep) if lay else self.native.ffi.NULL)
                for index, lay in layouts]
         for index, lora in ops:
@@ -128,7 +127,7 @@ class NativeBackend(SingleSequence):
 
     def _lora(self, lay: packing.GroupLayout, shared: tuple, keep: "_Keep"):
         ffi = self.native.ffi
-        u, coef, coef_q8 = (ffi.from_buffer(a) for a in shared)
+        u, coef = (ffi.from_buffer(a) for a in shared)
         gates = self._gates[lay.layer] if packing.needs_gates(lay) else None
         down = keep.struct(ffi.new("lila_lora_down[]", len(lay.down)))
         for d, item in zip(down, lay.down):
@@ -149,8 +148,8 @@ class NativeBackend(SingleSequence):
         lora.gates = ffi.cast("float *", ffi.from_buffer(gates)) if gates is not None else ffi.NULL
         for i, stacked in enumerate(lay.up):
             lora.up[i] = keep.ptr(ffi, stacked, "void *") if stacked is not None else ffi.NULL
-            lora.up_col[i], lora.up_width[i] = lay.up_col[i], lay.up_width[i]
-        lora.coef, lora.coef_q8 = ffi.cast("float *", coef), ffi.cast("lila_q8 *", coef_q8)
+            lora.up_col[i], lora.up_rank[i] = lay.up_col[i], lay.up_rank[i]
+        lora.coef = ffi.cast("float *", coef)
         return lora
 
     def kernel_names(self) -> dict[str, str]:

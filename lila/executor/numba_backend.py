@@ -155,21 +155,14 @@ class NumbaBackend(SingleSequence):
                 u[rows, down.column:down.column + down.rows.shape[0]] = product[rows]
             else:
                 gates[rows, down.column] = 1 / (1 + np.exp(-(product[rows, 0] + down.gate_bias[0])))
-        stacked, width = lay.up[0], lay.up_width[0]
+        stacked = lay.up[0]
         if stacked is None:
             return
-        coef = np.zeros((self.max_batch, width), np.float32)
-        coef[:count] = u[rows, :width] * lay.col_scale
+        coef = u[rows] * lay.col_scale
         gated = lay.col_gate >= 0
         if gated.any():
-            coef[:count, gated] *= gates[rows][:, lay.col_gate[gated]]
-        blocks = (self.max_batch, width // Q8_VALUES)
-        coef_q8 = (np.zeros(blocks, np.float32), np.zeros(blocks, np.float32),
-                   np.zeros((self.max_batch, width), np.int8))
-        kernels.quantize_q8(coef, count, *coef_q8)
-        product = np.zeros_like(out)
-        kernels.matmul(q8_0, stacked, *coef_q8, 0, count, no_bias, product)
-        out[rows] += product[:count]
+            coef[:, gated] *= gates[rows][:, lay.col_gate[gated]]
+        kernels.lora_up(stacked, coef, count, out[rows])
 
     def _q8_of(self, buffer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         width = self.plan.widths[buffer]

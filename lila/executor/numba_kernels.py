@@ -657,6 +657,23 @@ def add(a, b, n: int, out) -> None:
             out[t, i] = a[t, i] + b[t, i]
 
 
+@_kernel
+def lora_up(bt, coef, n: int, out) -> None:
+    """out[t, r] += sum_j coef[t, j] * Bt[j, r], rows t < n: the memory fabric's B product,
+    Bt as lila_lora_up takes it (rank rows of Q8_0 blocks along the output)."""
+    row = np.empty(bt.shape[1] // 34 * 32, np.float32)
+    width = out.shape[1]
+    for j in range(bt.shape[0]):
+        for k in range(bt.shape[1] // 34):
+            d = _f16_at(bt[j], _u64(k * 34))
+            for i in range(32):
+                row[k * 32 + i] = d * np.float32(np.int8(bt[j, k * 34 + 2 + i]))
+        for t in range(n):
+            c = coef[t, j]
+            for r in range(width):
+                out[t, r] += c * row[r]
+
+
 # --- attention --------------------------------------------------------------------------------
 
 @_kernel

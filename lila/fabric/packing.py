@@ -1,17 +1,16 @@
 """Adapters in the form the quantized backends (native, numba) multiply them in.
 
-Each adapter is packed once, when it is loaded: its A matrices as Q8_0 rows, which the
-existing Q8_0 kernels multiply by a layer's quantized input, and its B matrices in fp16.
-Each time the set of adapters changes, `layout` stacks what every backend op needs:
+Each adapter is packed once, when it is loaded, in Q8_0: its A matrices as rows, which
+the existing Q8_0 kernels multiply by a layer's quantized input, and its B matrices
+transposed, rank rows running along the output (zero-padded to whole blocks), which
+lila_lora_up scales by each token's coefficients and sums into a tile of output rows.
+Each time the set of adapters changes, `layout` puts together what every backend op needs:
 
-  - the A rows of every adapter on any part of the op, one product over the op's input
+  - the A rows of every adapter on any part of the op: one product over the op's input
     (with the gate vectors, for the op whose input is x̂);
-  - per part, the B matrices of its adapters side by side along the rank, padded to
-    whole blocks of 32 and quantized to Q8_0 together, so that B's contribution is one
-    more Q8_0 product of the part's rows, by the thread that computes those rows.
-
-Only the stacked B is rebuilt on a change, from the fp16 kept per adapter; A and gate
-rows are used where they are.
+  - per part, the transposed B of its adapters stacked along the rank (their rows one
+    after the other), so that B's contribution is one pass over the part's rows, by the
+    thread that computes those rows.
 """
 from __future__ import annotations
 
@@ -39,12 +38,12 @@ class Group:
 @dataclass
 class QuantizedAdapter:
     a: dict[str, np.ndarray]        # target -> Q8_0 rows, (rank, in / 32 * 34) uint8
-    b: dict[str, np.ndarray]        # target -> (out, rank) fp16
+    bt: dict[str, np.ndarray]       # target -> Q8_0 rows of B transposed, (rank, ceil(out / 32) * 34)
     scale: dict[str, float]         # target -> the adapter's own alpha / r
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.a.values()) + sum(b.nbytes for b in self.b.values())
+        return sum(a.nbytes for a in self.a.values()) + sum(b.nbytes for b in self.bt.values())
 
 
 @dataclass(frozen=True)
@@ -60,8 +59,16 @@ class Active:
 def pack(adapter) -> QuantizedAdapter:
     return QuantizedAdapter(
         a={t: quantize_q8_0(lora.a) for t, lora in adapter.lora.items()},
-        b={t: lora.b.astype(np.float16) for t, lora in adapter.lora.items()},
+        bt={t: quantize_q8_0(_padded(lora.b.T)) for t, lora in adapter.lora.items()},
         scale={t: lora.scale for t, lora in adapter.lora.items()})
+
+
+def _padded(rows: np.ndarray) -> np.ndarray:
+    """rows with zeros appended to whole blocks of 32."""
+    width = -(-rows.shape[1] // Q8_VALUES) * Q8_VALUES
+    out = np.zeros((rows.shape[0], width), np.float32)
+    out[:, :rows.shape[1]] = rows
+    return out
 
 
 @dataclass
@@ -77,12 +84,12 @@ class Down:
 @dataclass
 class GroupLayout:
     down: list[Down]
-    u_width: int                    # columns of u: each part's ranks, padded to 32
+    u_width: int                    # columns of u: each part's ranks, one part after another
     col_scale: np.ndarray           # (u_width,) fp32: alpha / r times the user's scale
     col_gate: np.ndarray            # (u_width,) int32: the namespace whose gate scales it
-    up: list[np.ndarray | None]     # per part: stacked B as Q8_0 rows, or None
-    up_col: list[int]
-    up_width: list[int]
+    up: list[np.ndarray | None]     # per part: its adapters' transposed B, stacked; or None
+    up_col: list[int]               # per part: its first column of u
+    up_rank: list[int]              # per part: its columns (the stacked ranks)
     layer: int | None
     stacked_bytes: int = field(default=0)
 
@@ -94,27 +101,15 @@ def layout(group: Group, active: Sequence[Active]) -> GroupLayout | None:
     gates: list[int] = []
     up: list[np.ndarray | None] = []
     up_col: list[int] = []
-    up_width: list[int] = []
     for target in group.targets:
         on = [a for a in active if target is not None and target in a.packed.a]
-        start = len(scales)
-        up_col.append(start)
-        if not on:
-            up.append(None)
-            up_width.append(0)
-            continue
+        up_col.append(len(scales))
+        up.append(np.concatenate([a.packed.bt[target] for a in on]) if on else None)
         for a in on:
             rank = a.packed.a[target].shape[0]
             down.append(Down(a.packed.a[target], len(scales), None))
             scales += [a.packed.scale[target] * a.scale] * rank
             gates += [a.namespace if a.gate is not None else NO_GATE] * rank
-        width = -(-(len(scales) - start) // Q8_VALUES) * Q8_VALUES
-        stacked = np.zeros((on[0].packed.b[target].shape[0], width), np.float32)
-        stacked[:, :len(scales) - start] = np.concatenate([a.packed.b[target] for a in on], axis=1)
-        scales += [0.0] * (start + width - len(scales))
-        gates += [NO_GATE] * (start + width - len(gates))
-        up.append(quantize_q8_0(stacked))
-        up_width.append(width)
     if group.computes_gates:
         for a in active:
             if a.gate is not None:
@@ -123,8 +118,9 @@ def layout(group: Group, active: Sequence[Active]) -> GroupLayout | None:
                                  a.gate.bias[group.layer:group.layer + 1].astype(np.float32)))
     if not down:
         return None
+    up_rank = [0 if u is None else len(u) for u in up]
     return GroupLayout(down, len(scales), np.array(scales, np.float32), np.array(gates, np.int32),
-                       up, up_col, up_width, group.layer,
+                       up, up_col, up_rank, group.layer,
                        sum(u.nbytes for u in up if u is not None))
 
 

@@ -46,7 +46,7 @@ enum {
 
 typedef struct {
     float *tile_a, *tile_b;   /* max_batch x ROW_TILE each */
-    float *tile_c;            /* the same, for adapters' products */
+    float *tile_c;            /* max_batch x (ROW_TILE + Q8_VALUES): adapters' B products */
     float *scores;            /* n_ctx */
     const lila_op *coef_op;   /* the op whose adapter coefficients this thread holds */
 } scratch;
@@ -151,13 +151,13 @@ static int rows_fit(int32_t wtype, size_t width, size_t row_bytes)
     return width % values == 0 && row_bytes == width / values * blocks[wtype].bytes;
 }
 
-/* What adapters add to an op's kernels: Q8_0 products (their A, B and gates) and the
- * quantization of their coefficients. */
+/* What adapters add to an op's kernels: Q8_0 products (their A and gates) and the B
+ * product. */
 static size_t adapter_kernels(size_t *found, size_t n)
 {
     found[n++] = matmul_slot(LILA_Q8_0, 1);
     found[n++] = matmul_slot(LILA_Q8_0, 2);
-    found[n++] = SLOT(quantize_q8);
+    found[n++] = SLOT(lora_up);
     return n;
 }
 
@@ -325,39 +325,20 @@ static int adapters_ready(lila_ctx *ctx, const lila_op *op)
     return 1;
 }
 
-/* Where part i's quantized coefficients start in a thread's coef_q8: max_batch rows of
- * its own blocks, at the place its columns have in u. */
-static size_t coef_blocks(const lila_ctx *ctx, const lila_lora *lora, int i)
-{
-    return lora->up_col[i] / Q8_VALUES * ctx->prog.max_batch;
-}
-
-/* This thread's coefficients for the op's columns, each part's quantized on its own so
- * that it is a row of blocks the Q8_0 kernels take. */
+/* This thread's coefficients for the op's columns. */
 static void adapter_coefficients(lila_ctx *ctx, const lila_op *op, int tid)
 {
     const lila_lora *lora = op->lora;
     size_t col0, cols, width = lora->u_width;
     op_columns(ctx, op, &col0, &cols);
     float *coef = lora->coef + (size_t)tid * ctx->prog.max_batch * width;
-    lila_q8 *q8 = lora->coef_q8 + (size_t)tid * ctx->prog.max_batch * (width / Q8_VALUES);
     for (size_t c = 0; c < cols; c++) {
         const float *u = lora->u + (col0 + c) * width;
         const float *gates = lora->gates ? lora->gates + (col0 + c) * LILA_NAMESPACES : NULL;
-        float *row = coef + c * width;
         for (size_t j = 0; j < width; j++) {
-            /* padding columns: u is shared by ops of other widths, so not zero there */
             int32_t g = lora->col_gate[j];
-            float scale = lora->col_scale[j];
-            row[j] = scale == 0.0f ? 0.0f : u[j] * scale * (g >= 0 && gates ? gates[g] : 1.0f);
+            coef[c * width + j] = u[j] * lora->col_scale[j] * (g >= 0 && gates ? gates[g] : 1.0f);
         }
-    }
-    for (int i = 0; i < op->n_parts; i++) {
-        size_t nb = lora->up_width[i] / Q8_VALUES;
-        if (!lora->up[i]) continue;
-        for (size_t c = 0; c < cols; c++)
-            K(ctx)->quantize_q8(coef + c * width + lora->up_col[i], lora->up_width[i],
-                                q8 + coef_blocks(ctx, lora, i) + c * nb);
     }
 }
 
@@ -372,16 +353,17 @@ static void add_adapters(lila_ctx *ctx, const lila_op *op, int i, size_t lo, siz
         adapter_coefficients(ctx, op, tid);
         s->coef_op = op;
     }
-    size_t nb = lora->up_width[i] / Q8_VALUES, row_bytes = nb * blocks[LILA_Q8_0].bytes;
-    const lila_q8 *x = lora->coef_q8 + (size_t)tid * ctx->prog.max_batch * (lora->u_width / Q8_VALUES)
-                       + coef_blocks(ctx, lora, i);
-    lila_matmul_fn *fn = (lila_matmul_fn *)kernel_at(K(ctx), matmul_slot(LILA_Q8_0, cols));
+    size_t width = lora->u_width, block_bytes = blocks[LILA_Q8_0].bytes;
+    size_t row_bytes = (op->parts[i].rows + Q8_VALUES - 1) / Q8_VALUES * block_bytes;
+    const float *coef = lora->coef + (size_t)tid * ctx->prog.max_batch * width + lora->up_col[i];
     for (size_t r = lo; r < hi; r += ROW_TILE) {
-        size_t end = r + ROW_TILE < hi ? r + ROW_TILE : hi, len = end - r;
-        fn((const uint8_t *)lora->up[i] + r * row_bytes, row_bytes, len, x, nb, cols,
-           s->tile_c, len);
+        /* whole blocks from the one holding row r: the tile's values start at r % 32 */
+        size_t end = r + ROW_TILE < hi ? r + ROW_TILE : hi, len = end - r, skip = r % Q8_VALUES;
+        size_t nb = (skip + len + Q8_VALUES - 1) / Q8_VALUES, stride = nb * Q8_VALUES;
+        K(ctx)->lora_up((const uint8_t *)lora->up[i] + r / Q8_VALUES * block_bytes, row_bytes,
+                        lora->up_rank[i], nb, coef, width, cols, s->tile_c, stride);
         for (size_t c = 0; c < cols; c++)
-            K(ctx)->add(dst + c * dst_stride + (r - lo), s->tile_c + c * len, len,
+            K(ctx)->add(dst + c * dst_stride + (r - lo), s->tile_c + c * stride + skip, len,
                         dst + c * dst_stride + (r - lo));
     }
 }
@@ -759,7 +741,7 @@ lila_ctx *lila_create(const lila_program *program, int n_threads)
         scratch *s = &ctx->scratch[t];
         s->tile_a = alloc_floats(program->max_batch * ROW_TILE);
         s->tile_b = alloc_floats(program->max_batch * ROW_TILE);
-        s->tile_c = alloc_floats(program->max_batch * ROW_TILE);
+        s->tile_c = alloc_floats(program->max_batch * (ROW_TILE + Q8_VALUES));
         s->scores = alloc_floats(program->n_ctx);
         if (!s->tile_a || !s->tile_b || !s->tile_c || !s->scores) goto fail;
     }

@@ -56,26 +56,26 @@ typedef struct {
     const float *gate_bias;   /* gate rows: out = sigmoid(product + gate_bias[r]); NULL: A */
 } lila_lora_down;
 
-/* The adapters on one op (lila_op.lora), as y_i += B_i (coef * u) for each part i:
+/* The adapters on one op (lila_op.lora), as y_i += coef * Bt_i for each part i:
  *   u = the A products (down[]), max_batch rows of u_width columns;
  *   coef[t][j] = u[t][j] * col_scale[j] * (col_gate[j] < 0 ? 1 : gates[t][col_gate[j]]);
- *   B_i: every adapter on part i stacked along the rank, parts[i].rows rows of up_width[i]
- *   values in Q8_0, reading coef's columns up_col[i] .. up_col[i] + up_width[i].
- * Padding columns have col_scale 0. Each thread scales and quantizes coef for itself.
- * The op's threads use u and coef only while it runs: every op may point at the same. */
+ *   Bt_i: every adapter on part i, B transposed and stacked along the rank: up_rank[i]
+ *   rows of parts[i].rows values (zero-padded to whole blocks) in Q8_0, row j reading
+ *   coef's column up_col[i] + j (see lila_lora_up).
+ * Each thread computes coef for itself. The op's threads use u and coef only while it
+ * runs: every op may point at the same. */
 typedef struct {
     const lila_lora_down *down;
     size_t n_down;
     float *u;
-    size_t u_width;           /* a multiple of 32 */
+    size_t u_width;
     const float *col_scale;   /* u_width */
     const int32_t *col_gate;  /* u_width; a namespace, or -1 */
     const float *gates;       /* the layer's gates, max_batch x LILA_NAMESPACES, or NULL */
     const void *up[3];        /* NULL: no adapter on that part */
-    size_t up_col[3];         /* multiples of 32 */
-    size_t up_width[3];       /* multiples of 32 */
+    size_t up_col[3];
+    size_t up_rank[3];
     float *coef;              /* n_threads x max_batch x u_width floats */
-    lila_q8 *coef_q8;         /* n_threads x max_batch x u_width / 32 blocks */
 } lila_lora;
 
 /* One weight matrix of a matmul op; QKV and gate+up are one op of several parts, so
