@@ -44,8 +44,10 @@
 #define SCALE   %ymm13
 #define CODES   %ymm14
 
-/* acc0..acc3 += coef[c][j] * d * (the 32 codes of block b of row j) */
-        .macro  BLOCK b, acc0, acc1, acc2, acc3
+/* What a group does with each of its blocks b, whose accumulators are %ymm<acc0..acc3>
+ * (register numbers): zero them; add coef[c][j] * d * the 32 codes of block b of row j;
+ * store them to token c's outputs. */
+        .macro  block b, acc0, acc1, acc2, acc3
         movzwl          \b*BB(ROW), %eax
         vmovd           %eax, %xmm13
         vcvtph2ps       %xmm13, %xmm13
@@ -53,30 +55,41 @@
         vbroadcastss    %xmm13, SCALE
         vpmovsxbd       \b*BB+2(ROW), CODES
         vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, \acc0
+        vfmadd231ps     CODES, SCALE, %ymm\acc0
         vpmovsxbd       \b*BB+10(ROW), CODES
         vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, \acc1
+        vfmadd231ps     CODES, SCALE, %ymm\acc1
         vpmovsxbd       \b*BB+18(ROW), CODES
         vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, \acc2
+        vfmadd231ps     CODES, SCALE, %ymm\acc2
         vpmovsxbd       \b*BB+26(ROW), CODES
         vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, \acc3
+        vfmadd231ps     CODES, SCALE, %ymm\acc3
         .endm
 
-        .macro  ZERO4 a0, a1, a2, a3
-        vxorps          \a0, \a0, \a0
-        vxorps          \a1, \a1, \a1
-        vxorps          \a2, \a2, \a2
-        vxorps          \a3, \a3, \a3
+        .macro  zero b, a0, a1, a2, a3
+        vxorps          %ymm\a0, %ymm\a0, %ymm\a0
+        vxorps          %ymm\a1, %ymm\a1, %ymm\a1
+        vxorps          %ymm\a2, %ymm\a2, %ymm\a2
+        vxorps          %ymm\a3, %ymm\a3, %ymm\a3
         .endm
 
-        .macro  STORE4 b, a0, a1, a2, a3
-        vmovups         \a0, \b*128(OP)
-        vmovups         \a1, \b*128+32(OP)
-        vmovups         \a2, \b*128+64(OP)
-        vmovups         \a3, \b*128+96(OP)
+        .macro  store b, a0, a1, a2, a3
+        vmovups         %ymm\a0, \b*128(OP)
+        vmovups         %ymm\a1, \b*128+32(OP)
+        vmovups         %ymm\a2, \b*128+64(OP)
+        vmovups         %ymm\a3, \b*128+96(OP)
+        .endm
+
+/* op for each block of a group of nblk: op b, the numbers of its accumulators */
+        .macro  each nblk, op
+        \op             0, 0, 1, 2, 3
+        .if \nblk >= 2
+        \op             1, 4, 5, 6, 7
+        .endif
+        .if \nblk >= 3
+        \op             2, 8, 9, 10, 11
+        .endif
         .endm
 
 /* One group of nblk (1..3) blocks over every token, then on to the next group. */
@@ -87,13 +100,7 @@
 .Ltoken\nblk:
         testq           C, C
         jz              .Lgroup_done\nblk
-        ZERO4           %ymm0, %ymm1, %ymm2, %ymm3
-        .if \nblk >= 2
-        ZERO4           %ymm4, %ymm5, %ymm6, %ymm7
-        .endif
-        .if \nblk >= 3
-        ZERO4           %ymm8, %ymm9, %ymm10, %ymm11
-        .endif
+        each            \nblk, zero
         movq            BT, ROW
         xorl            %r15d, %r15d            /* J = 0 */
         cmpq            RANK, J
@@ -101,25 +108,13 @@
         .balign 16
 .Lrow\nblk:
         vbroadcastss    (CP,J,4), COEFJ
-        BLOCK           0, %ymm0, %ymm1, %ymm2, %ymm3
-        .if \nblk >= 2
-        BLOCK           1, %ymm4, %ymm5, %ymm6, %ymm7
-        .endif
-        .if \nblk >= 3
-        BLOCK           2, %ymm8, %ymm9, %ymm10, %ymm11
-        .endif
+        each            \nblk, block
         addq            RB, ROW
         incq            J
         cmpq            RANK, J
         jb              .Lrow\nblk
 .Lstore\nblk:
-        STORE4          0, %ymm0, %ymm1, %ymm2, %ymm3
-        .if \nblk >= 2
-        STORE4          1, %ymm4, %ymm5, %ymm6, %ymm7
-        .endif
-        .if \nblk >= 3
-        STORE4          2, %ymm8, %ymm9, %ymm10, %ymm11
-        .endif
+        each            \nblk, store
         addq            CS, CP
         addq            OS, OP
         decq            C

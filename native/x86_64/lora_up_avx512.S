@@ -45,8 +45,10 @@
 #define SCALE   %zmm13
 #define CODES   %zmm14
 
-/* acc0, acc1 += coef[c][j] * d * (the 32 codes of block b of row j) */
-        .macro  BLOCK b, acc0, acc1
+/* What a group does with each of its blocks b, whose accumulators are %zmm<acc0, acc1>
+ * (register numbers): zero them; add coef[c][j] * d * the 32 codes of block b of row j;
+ * store them to token c's outputs. */
+        .macro  block b, acc0, acc1
         movzwl          \b*BB(ROW), %eax
         vmovd           %eax, %xmm13
         vcvtph2ps       %xmm13, %xmm13
@@ -54,20 +56,31 @@
         vbroadcastss    %xmm13, SCALE
         vpmovsxbd       \b*BB+2(ROW), CODES
         vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, \acc0
+        vfmadd231ps     CODES, SCALE, %zmm\acc0
         vpmovsxbd       \b*BB+18(ROW), CODES
         vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, \acc1
+        vfmadd231ps     CODES, SCALE, %zmm\acc1
         .endm
 
-        .macro  ZERO2 a0, a1
-        vpxord          \a0, \a0, \a0
-        vpxord          \a1, \a1, \a1
+        .macro  zero b, a0, a1
+        vpxord          %zmm\a0, %zmm\a0, %zmm\a0
+        vpxord          %zmm\a1, %zmm\a1, %zmm\a1
         .endm
 
-        .macro  STORE2 b, a0, a1
-        vmovups         \a0, \b*128(OP)
-        vmovups         \a1, \b*128+64(OP)
+        .macro  store b, a0, a1
+        vmovups         %zmm\a0, \b*128(OP)
+        vmovups         %zmm\a1, \b*128+64(OP)
+        .endm
+
+/* op for each block of a group of nblk: op b, the numbers of its accumulators */
+        .macro  each nblk, op
+        \op             0, 0, 1
+        .if \nblk >= 2
+        \op             1, 2, 3
+        .endif
+        .if \nblk >= 3
+        \op             2, 4, 5
+        .endif
         .endm
 
 /* One group of nblk (1..3) blocks over every token, then on to the next group. */
@@ -78,13 +91,7 @@
 .Ltoken\nblk:
         testq           C, C
         jz              .Lgroup_done\nblk
-        ZERO2           %zmm0, %zmm1
-        .if \nblk >= 2
-        ZERO2           %zmm2, %zmm3
-        .endif
-        .if \nblk >= 3
-        ZERO2           %zmm4, %zmm5
-        .endif
+        each            \nblk, zero
         movq            BT, ROW
         xorl            %r15d, %r15d            /* J = 0 */
         cmpq            RANK, J
@@ -92,25 +99,13 @@
         .balign 16
 .Lrow\nblk:
         vmovss          (CP,J,4), COEFJ
-        BLOCK           0, %zmm0, %zmm1
-        .if \nblk >= 2
-        BLOCK           1, %zmm2, %zmm3
-        .endif
-        .if \nblk >= 3
-        BLOCK           2, %zmm4, %zmm5
-        .endif
+        each            \nblk, block
         addq            RB, ROW
         incq            J
         cmpq            RANK, J
         jb              .Lrow\nblk
 .Lstore\nblk:
-        STORE2          0, %zmm0, %zmm1
-        .if \nblk >= 2
-        STORE2          1, %zmm2, %zmm3
-        .endif
-        .if \nblk >= 3
-        STORE2          2, %zmm4, %zmm5
-        .endif
+        each            \nblk, store
         addq            CS, CP
         addq            OS, OP
         decq            C
