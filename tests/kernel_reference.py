@@ -1,6 +1,6 @@
 """What kernel tests share: the native kernel families this machine can run, the numpy
-reference of activation quantization, the error measure, and arrays placed against
-inaccessible pages.
+references of activation quantization and of the fabric's B product (lora_up), the
+error measure, and arrays placed against inaccessible pages.
 
 Error bounds are normalised mean squared errors, as llama.cpp's test-backend-ops states
 them: sum((a - b)^2) / sum(b^2) against the numpy reference.
@@ -13,6 +13,7 @@ import mmap
 import numpy as np
 import pytest
 
+from lila.formats.quants import TYPE_SIZE, GGMLType, dequantize
 from lila.hardware import detect
 from lila.hardware.backends import supported_families
 from lila.native import library
@@ -60,6 +61,17 @@ def dequantize_q8(blocks: np.ndarray) -> np.ndarray:
     """lila_q8 blocks -> float32 rows."""
     values = blocks["qs"].astype(np.float32) * blocks["d"][..., None]
     return values.reshape(*blocks.shape[:-1], -1)
+
+
+def lora_up(bt_rows: np.ndarray, rank: int, nb: int, coef: np.ndarray,
+            cols: int) -> np.ndarray:
+    """The fabric's B product, as lila_lora_up computes it: bt_rows is uint8
+    [>= rank, row_bytes], row j's first nb Q8_0 blocks being row j of Bt (f16 d, 32 int8
+    each); coef is float [>= cols, >= rank]. Returns coef @ Bt, [cols, nb * 32], in
+    float64 over the exact fp32 values of Bt (d * q is exact in fp32)."""
+    rows = np.ascontiguousarray(bt_rows[:rank, :nb * TYPE_SIZE[GGMLType.Q8_0]])
+    bt = dequantize(rows, GGMLType.Q8_0, (rank, nb * 32)).astype(np.float64)
+    return np.asarray(coef, np.float64)[:cols, :rank] @ bt
 
 
 def nmse(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -45,8 +45,8 @@ CPUS = {   # qemu name: (board, the family Lila must pick)
     "cortex-a76": ("Raspberry Pi 5", "neon-dotprod"),
 }
 TESTS = ["tests/test_kernels_matmul.py", "tests/test_kernels_rows.py",
-         "tests/test_kernels_attention.py", "tests/test_native_models.py",
-         "tests/test_hardware.py"]
+         "tests/test_kernels_attention.py", "tests/test_kernels_lora.py",
+         "tests/test_native_models.py", "tests/test_hardware.py"]
 # numba is not installed under emulation (see WHEELS)
 DESELECT = ["tests/test_hardware.py::test_every_backend_has_an_executor"]
 QUESTION, ANSWER = "Name the capital of France.", "Paris"
@@ -78,7 +78,7 @@ PYTHON_PACKAGES = ["python3.11-minimal", "libpython3.11-minimal", "libpython3.11
 # test models, and pytest; numba is left out (these tests run the native kernels, and it
 # would compile for minutes under qemu).
 WHEELS = ["numpy", "cffi", "pycparser", "psutil", "jinja2<3.2", "markupsafe", "tokenizers",
-          "pytest", "pluggy", "iniconfig", "packaging", "pygments",
+          "safetensors", "pytest", "pluggy", "iniconfig", "packaging", "pygments",
           "gguf", "pyyaml", "tqdm"]
 
 
