@@ -659,19 +659,16 @@ def add(a, b, n: int, out) -> None:
 
 @_kernel
 def lora_up(bt, coef, n: int, out) -> None:
-    """out[t, r] += sum_j coef[t, j] * Bt[j, r], rows t < n: the memory fabric's B product,
-    Bt as lila_lora_up takes it (rank rows of Q8_0 blocks along the output)."""
-    row = np.empty(bt.shape[1] // 34 * 32, np.float32)
+    """out[t, r] += sum_j coef[t, j] * Bt[j, r], rows t < n: the memory fabric's B product.
+    Bt as the fabric stacks it: Q8_0, block-major, block k of rank row j at bt[k, 34 j:]."""
     width = out.shape[1]
-    for j in range(bt.shape[0]):
-        for k in range(bt.shape[1] // 34):
-            d = _f16_at(bt[j], _u64(k * 34))
-            for i in range(32):
-                row[k * 32 + i] = d * np.float32(np.int8(bt[j, k * 34 + 2 + i]))
-        for t in range(n):
-            c = coef[t, j]
-            for r in range(width):
-                out[t, r] += c * row[r]
+    for k in range(bt.shape[0]):
+        for j in range(coef.shape[1]):
+            d = _f16_at(bt[k], _u64(j * 34))
+            for i in range(min(32, width - k * 32)):
+                w = d * np.float32(np.int8(bt[k, j * 34 + 2 + i]))
+                for t in range(n):
+                    out[t, k * 32 + i] += coef[t, j] * w
 
 
 # --- attention --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lila.executor.weights import quantize_q8_0
+from lila.executor.weights import Q8_0_BLOCK_BYTES as BLOCK_BYTES, quantize_q8_0
 from lila.native.abi import Q8_VALUES
 
 NO_GATE = -1
@@ -63,6 +63,15 @@ def pack(adapter) -> QuantizedAdapter:
         scale={t: lora.scale for t, lora in adapter.lora.items()})
 
 
+def _block_major(bt: np.ndarray) -> np.ndarray:
+    """Stacked rows of blocks, (rank, blocks * 34), reordered block by block: every rank's
+    block 0, then every rank's block 1, ... A tile of output rows then reads one run of
+    memory, where row by row it would read as many short runs as the stacked rank, more
+    streams than the prefetchers follow."""
+    rank = bt.shape[0]
+    return np.ascontiguousarray(bt.reshape(rank, -1, BLOCK_BYTES).transpose(1, 0, 2)).reshape(-1, rank * BLOCK_BYTES)
+
+
 def _padded(rows: np.ndarray) -> np.ndarray:
     """rows with zeros appended to whole blocks of 32."""
     width = -(-rows.shape[1] // Q8_VALUES) * Q8_VALUES
@@ -87,7 +96,7 @@ class GroupLayout:
     u_width: int                    # columns of u: each part's ranks, one part after another
     col_scale: np.ndarray           # (u_width,) fp32: alpha / r times the user's scale
     col_gate: np.ndarray            # (u_width,) int32: the namespace whose gate scales it
-    up: list[np.ndarray | None]     # per part: its adapters' transposed B, stacked; or None
+    up: list[np.ndarray | None]     # per part: its adapters' transposed B, stacked, block-major; or None
     up_col: list[int]               # per part: its first column of u
     up_rank: list[int]              # per part: its columns (the stacked ranks)
     layer: int | None
@@ -101,10 +110,12 @@ def layout(group: Group, active: Sequence[Active]) -> GroupLayout | None:
     gates: list[int] = []
     up: list[np.ndarray | None] = []
     up_col: list[int] = []
+    up_rank: list[int] = []
     for target in group.targets:
         on = [a for a in active if target is not None and target in a.packed.a]
         up_col.append(len(scales))
-        up.append(np.concatenate([a.packed.bt[target] for a in on]) if on else None)
+        up_rank.append(sum(a.packed.a[target].shape[0] for a in on))
+        up.append(_block_major(np.concatenate([a.packed.bt[target] for a in on])) if on else None)
         for a in on:
             rank = a.packed.a[target].shape[0]
             down.append(Down(a.packed.a[target], len(scales), None))
@@ -118,7 +129,6 @@ def layout(group: Group, active: Sequence[Active]) -> GroupLayout | None:
                                  a.gate.bias[group.layer:group.layer + 1].astype(np.float32)))
     if not down:
         return None
-    up_rank = [0 if u is None else len(u) for u in up]
     return GroupLayout(down, len(scales), np.array(scales, np.float32), np.array(gates, np.int32),
                        up, up_col, up_rank, group.layer,
                        sum(u.nbytes for u in up if u is not None))

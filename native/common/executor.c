@@ -353,15 +353,17 @@ static void add_adapters(lila_ctx *ctx, const lila_op *op, int i, size_t lo, siz
         adapter_coefficients(ctx, op, tid);
         s->coef_op = op;
     }
-    size_t width = lora->u_width, block_bytes = blocks[LILA_Q8_0].bytes;
-    size_t row_bytes = (op->parts[i].rows + Q8_VALUES - 1) / Q8_VALUES * block_bytes;
+    size_t width = lora->u_width, rank = lora->up_rank[i], block_bytes = blocks[LILA_Q8_0].bytes;
     const float *coef = lora->coef + (size_t)tid * ctx->prog.max_batch * width + lora->up_col[i];
     for (size_t r = lo; r < hi; r += ROW_TILE) {
         /* whole blocks from the one holding row r: the tile's values start at r % 32 */
         size_t end = r + ROW_TILE < hi ? r + ROW_TILE : hi, len = end - r, skip = r % Q8_VALUES;
-        size_t nb = (skip + len + Q8_VALUES - 1) / Q8_VALUES, stride = nb * Q8_VALUES;
-        K(ctx)->lora_up((const uint8_t *)lora->up[i] + r / Q8_VALUES * block_bytes, row_bytes,
-                        lora->up_rank[i], nb, coef, width, cols, s->tile_c, stride);
+        size_t first = r / Q8_VALUES, nb = (skip + len + Q8_VALUES - 1) / Q8_VALUES;
+        size_t stride = nb * Q8_VALUES;
+        for (size_t k = 0; k < nb; k++)   /* block-major: block k of every rank in one run */
+            K(ctx)->lora_up((const uint8_t *)lora->up[i] + (first + k) * rank * block_bytes,
+                            block_bytes, rank, 1, coef, width, cols, s->tile_c + k * Q8_VALUES,
+                            stride);
         for (size_t c = 0; c < cols; c++)
             K(ctx)->add(dst + c * dst_stride + (r - lo), s->tile_c + c * stride + skip, len,
                         dst + c * dst_stride + (r - lo));

@@ -61,7 +61,8 @@ typedef struct {
  *   coef[t][j] = u[t][j] * col_scale[j] * (col_gate[j] < 0 ? 1 : gates[t][col_gate[j]]);
  *   Bt_i: every adapter on part i, B transposed and stacked along the rank: up_rank[i]
  *   rows of parts[i].rows values (zero-padded to whole blocks) in Q8_0, row j reading
- *   coef's column up_col[i] + j (see lila_lora_up).
+ *   coef's column up_col[i] + j (see lila_lora_up), stored block-major: block 0 of every
+ *   row, then block 1 of every row, ...
  * Each thread computes coef for itself. The op's threads use u and coef only while it
  * runs: every op may point at the same. */
 typedef struct {
