@@ -2,7 +2,7 @@
 
 The oracle is transformers in fp32: peft's own LoRA layers for adapters with a constant
 scale, and for gated adapters the formula y = W x + sum_n g_n s_n B_n (A_n x),
-g_n = sigmoid(w_n . x̂ + b_n), evaluated with hooks on the base model (x̂: the output of
+g_n = sigmoid(w_n . x̂ + b_n) (0 below 1/1024), evaluated with hooks on the base model (x̂: the output of
 the layer's input_layernorm).
 
 Bounds: the reference backend (fp32 throughout) agrees to rounding. The quantized
@@ -26,6 +26,7 @@ from kernel_reference import nmse, runnable_families
 import lila
 from lila.errors import LilaError
 from lila.hardware.backends import BACKENDS as ALL_BACKENDS, NATIVE
+from lila.native.abi import GATE_FLOOR
 
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3"]
 RANKS = [4, 8, 16, 32]
@@ -109,6 +110,7 @@ def gated_oracle(tiny: hf_gguf.TinyModel, adapters: list[tuple[dict, float, tupl
                     if gate is not None:
                         w, bias = gate
                         g = torch.sigmoid(x_hat[i] @ torch.tensor(w[i]) + float(bias[i]))[..., None]
+                        g = torch.where(g < GATE_FLOOR, 0.0, g)
                     out = out + g * scale * ((x @ torch.tensor(a).T) @ torch.tensor(b).T)
                 return out
             handles.append(module.register_forward_hook(hook))
@@ -295,3 +297,16 @@ def test_gguf_lora_and_peft_forms_give_the_same_outputs(tiny, dtype, tmp_path):
         assert np.array_equal(from_gguf, from_peft)
     else:   # rounded once more, which the random gemma3 amplifies most (see the top)
         assert nmse(from_gguf, from_peft) < 5e-3
+
+
+def test_a_shut_gate_leaves_the_base_model_bit_for_bit(tiny, tmp_path):
+    adapter = lora_fixtures.peft_adapter(tiny, tmp_path / "lora", rank=8, alpha=16)
+    dim = tiny.model.config.hidden_size
+    for backend in BACKENDS:
+        model = lila.load(tiny.path, backend=backend, n_ctx=64)
+        base = model.logits(IDS)
+        model.fabric.load("skill", adapter)
+        model.fabric.set_gate("skill", np.zeros(dim, np.float32), -7.0)   # sigmoid: 9e-4
+        assert np.array_equal(model.logits(IDS), base), backend
+        model.fabric.set_gate("skill", np.zeros(dim, np.float32), -6.0)   # 2.5e-3: open
+        assert not np.array_equal(model.logits(IDS), base), backend

@@ -154,7 +154,7 @@ class NumbaBackend(SingleSequence):
             if down.gate_bias is None:
                 u[rows, down.column:down.column + down.rows.shape[0]] = product[rows]
             else:
-                gates[rows, down.column] = 1 / (1 + np.exp(-(product[rows, 0] + down.gate_bias[0])))
+                gates[rows, down.column] = packing.gate(product[rows, 0] + down.gate_bias[0])
         stacked = lay.up[0]
         if stacked is None:
             return

@@ -6,7 +6,7 @@ never copied); embedding rows are dequantized from the map as tokens need them.
 
 The memory fabric's adapters are applied as their formula reads, in fp32 from the
 adapter file's values: y = W x + sum over namespaces n of g_n s_n B_n (A_n x), with
-g_n = sigmoid(w_n . x̂ + b_n) for a gated namespace, else 1.
+g_n = sigmoid(w_n . x̂ + b_n) for a gated namespace (0 below 1/1024), else 1.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from lila.executor.kv import KVCache, SingleSequence
 from lila.executor.linear import Linear, linear
 from lila.executor.memory import MAPPED
 from lila.executor.plan import Op, Plan
+from lila.fabric.packing import gate
 from lila.formats.gguf import GGUFFile
 from lila.formats.quants import dequantize
 
@@ -92,7 +93,7 @@ class ReferenceBackend(SingleSequence):
         if lin.bias:
             out += self.weights[lin.bias]
         if lin.computes_gates:
-            self._gates[lin.layer] = {a.namespace: _sigmoid(x @ a.gate.weight[lin.layer] + a.gate.bias[lin.layer])
+            self._gates[lin.layer] = {a.namespace: gate(x @ a.gate.weight[lin.layer] + a.gate.bias[lin.layer])
                                       for a in self._adapters if a.gate is not None}
         for a in self._adapters:
             lora = a.packed.lora.get(lin.target)
@@ -171,10 +172,6 @@ class ReferenceBackend(SingleSequence):
 class _Fp32Adapter:
     lora: dict          # target -> lila.fabric.adapter.LoRA
     nbytes: int
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (0.5 + 0.5 * np.tanh(0.5 * x)).astype(np.float32)   # overflow-free
 
 
 def _dense_weights(plan: Plan) -> set[str]:

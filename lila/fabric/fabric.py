@@ -5,7 +5,8 @@ adapter, mixed into every adapted projection as
 
 where s_n is the adapter's alpha / r (alpha / sqrt(r) with rsLoRA) times the scale the user
 sets, and g_n, per token and layer, is sigmoid(w_n . x̂ + b_n) for a namespace with a gate
-(x̂: the layer's RMS-normalised attention input), or 1.
+(x̂: the layer's RMS-normalised attention input), or 1. A gate below 1/1024 is shut: 0, so
+that an adapter gated off leaves the outputs exactly as without it.
 
 Changes are live: an adapter is read, checked against the base model and packed for the
 backend outside any forward pass; then the backend switches to it between two passes,

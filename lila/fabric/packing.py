@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from lila.executor.weights import Q8_0_BLOCK_BYTES as BLOCK_BYTES, quantize_q8_0
-from lila.native.abi import Q8_VALUES
+from lila.native.abi import GATE_FLOOR, Q8_VALUES
 
 NO_GATE = -1
 
@@ -132,6 +132,13 @@ def layout(group: Group, active: Sequence[Active]) -> GroupLayout | None:
     return GroupLayout(down, len(scales), np.array(scales, np.float32), np.array(gates, np.int32),
                        up, up_col, up_rank, group.layer,
                        sum(u.nbytes for u in up if u is not None))
+
+
+def gate(logit: np.ndarray) -> np.ndarray:
+    """A namespace's gate, sigmoid(logit) in fp32, shut (0) below GATE_FLOOR: a shut
+    adapter then leaves the outputs bit for bit as they are."""
+    g = (0.5 + 0.5 * np.tanh(0.5 * np.asarray(logit, np.float32))).astype(np.float32)   # overflow-free
+    return np.where(g < GATE_FLOOR, np.float32(0), g)
 
 
 def needs_gates(lay: GroupLayout) -> bool:

@@ -81,3 +81,5 @@ Q8_VALUES: int = Q8_DTYPE["qs"].shape[0]      # activations per block
 # The memory fabric's namespaces: each op's adapters are scaled by their gates, kept per
 # layer in rows of this many.
 NAMESPACES: int = ffi.integer_const("LILA_NAMESPACES")
+# Gates below it are shut (0), in every backend.
+GATE_FLOOR: float = 2.0 ** ffi.integer_const("LILA_GATE_FLOOR_LOG2")

@@ -284,7 +284,13 @@ static void op_columns(const lila_ctx *ctx, const lila_op *op, size_t *col0, siz
 
 /* -- the memory fabric's adapters ------------------------------------------------------ */
 
-static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* A namespace's gate: shut (exactly 0) below the floor, so that a shut adapter leaves the
+ * outputs as they are, bit for bit, rather than nudging 8-bit roundings. */
+static float gate(float logit)
+{
+    float g = 1.0f / (1.0f + expf(-logit));
+    return g < ldexpf(1.0f, LILA_GATE_FLOOR_LOG2) ? 0.0f : g;
+}
 
 /* Thread tid's share of the adapters' A products (and gates) for the op's columns. */
 static void adapters_down(lila_ctx *ctx, const lila_op *op, int tid)
@@ -306,7 +312,7 @@ static void adapters_down(lila_ctx *ctx, const lila_op *op, int tid)
         if (d->gate_bias)
             for (size_t c = 0; c < cols; c++)
                 for (size_t r = a; r < b; r++)
-                    out[c * d->out_stride + r - a] = sigmoid(out[c * d->out_stride + r - a] + d->gate_bias[r]);
+                    out[c * d->out_stride + r - a] = gate(out[c * d->out_stride + r - a] + d->gate_bias[r]);
     }
 }
 

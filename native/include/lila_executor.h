@@ -46,6 +46,10 @@ enum {
 /* The memory fabric has this many namespaces, each holding at most one adapter. */
 enum { LILA_NAMESPACES = 5 };
 
+/* A gate below 2^LILA_GATE_FLOOR_LOG2 is shut: 0 (1/1024: an adapter's contribution so
+ * scaled is within the noise of 8-bit activations, yet would still move their roundings). */
+enum { LILA_GATE_FLOOR_LOG2 = -10 };
+
 /* One product of an op's adapter stage: rows of Q8_0 weights times the op's quantized
  * input (a LoRA A of one adapter on one part, or one namespace's gate vector). */
 typedef struct {
@@ -58,7 +62,8 @@ typedef struct {
 
 /* The adapters on one op (lila_op.lora), as y_i += coef * Bt_i for each part i:
  *   u = the A products (down[]), max_batch rows of u_width columns;
- *   coef[t][j] = u[t][j] * col_scale[j] * (col_gate[j] < 0 ? 1 : gates[t][col_gate[j]]);
+ *   coef[t][j] = u[t][j] * col_scale[j] * (col_gate[j] < 0 ? 1 : gates[t][col_gate[j]]),
+ *   a gate being sigmoid(w . x̂ + b), or 0 below 2^LILA_GATE_FLOOR_LOG2;
  *   Bt_i: every adapter on part i, B transposed and stacked along the rank: up_rank[i]
  *   rows of parts[i].rows values (zero-padded to whole blocks) in Q8_0, row j reading
  *   coef's column up_col[i] + j (see lila_lora_up), stored block-major: block 0 of every
