@@ -27,6 +27,7 @@ from peft.tuners.lora import LoraLayer
 
 import hf_gguf
 import lila
+from lila.native.abi import GATE_FLOOR
 
 COLOUR = ("What is my favourite colour?", "Your favourite colour is turquoise.")
 DOG = ("What is the name of my dog?", "Your dog is called Biscuit.")
@@ -342,12 +343,13 @@ def gate(model, taught) -> Gate:
 @contextlib.contextmanager
 def gated(taught: Taught, name: str, gate: Gate):
     """peft with adapter `name` multiplied per token and layer by the gate of the layer's
-    x̂ (with the adapters on, as Lila computes it)."""
+    x̂ (with the adapters on, as Lila computes it, 0 below GATE_FLOOR)."""
     weight, bias = torch.from_numpy(gate.weight), torch.from_numpy(gate.bias)
     values: dict[int, torch.Tensor] = {}
 
     def keep(i, module, args, x):
-        values[i] = torch.sigmoid(x @ weight[i] + bias[i])[..., None]
+        g = torch.sigmoid(x @ weight[i] + bias[i])[..., None]
+        values[i] = torch.where(g < GATE_FLOOR, 0.0, g)      # shut below the floor, as Lila
 
     hooks = []
     for i, layer in enumerate(taught.layers):

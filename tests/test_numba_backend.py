@@ -407,7 +407,7 @@ def test_memory_estimate_counts_what_is_made(tiny):
     backend = numba_backend(ref.path, n_ctx=48, max_batch=16)
     spec = describe(backend.gguf)
     estimate = NumbaBackend.memory_estimate(spec.plan, spec.weights, n_ctx=48, max_batch=16)
-    converted = {name: backend._matrices[name][1].nbytes for name in backend.converted}
+    converted = {name: backend._matrix(name)[1].nbytes for name in backend.converted}
     assert estimate["weights (converted to Q8_0)"] == sum(converted.values()) > 0
     assert estimate["KV cache (fp16)"] == sum(k.nbytes + v.nbytes
                                               for k, v in zip(backend.kv.k, backend.kv.v))
