@@ -15,8 +15,11 @@ References and bounds (normalised MSE of logits, as llama.cpp's test-backend-ops
 """
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -167,3 +170,30 @@ def test_a_model_still_open_at_exit_does_not_crash(smollm2_path):
               f"model = lila.load({str(smollm2_path)!r})\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def _blocked_signals(task: str) -> int:
+    with open(f"/proc/self/task/{task}/status") as status:
+        return next(int(line.split()[1], 16) for line in status if line.startswith("SigBlk:"))
+
+
+def _pool_threads() -> list[str]:
+    tasks = os.listdir("/proc/self/task")
+    return [t for t in tasks if open(f"/proc/self/task/{t}/comm").read().strip() == "lila-worker"]
+
+
+@pytest.mark.parametrize("family", family_params())
+def test_workers_leave_ctrl_c_to_the_callers_threads(tmp_path, family):
+    """The pool's threads block SIGINT (and every signal but the faults they must catch),
+    so a Ctrl-C always interrupts a thread of Python's, never a worker."""
+    path = hf_gguf.build("llama", tmp_path).path
+    before = set(_pool_threads())
+    backend = native(path, family, threads=3)
+    backend.forward(np.arange(4), 0)   # every worker has run: its mask is its own, not that of its birth
+    workers = set(_pool_threads()) - before
+    assert len(workers) == 2
+    interrupt, bus = 1 << (signal.SIGINT - 1), 1 << (signal.SIGBUS - 1)
+    for task in workers:
+        assert _blocked_signals(task) & interrupt and not _blocked_signals(task) & bus
+    assert not _blocked_signals(str(threading.get_native_id())) & interrupt
+    del backend

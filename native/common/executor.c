@@ -641,6 +641,7 @@ static void *worker(void *p)
     worker_arg arg = *(worker_arg *)p;
     free(p);
     lila_ctx *ctx = arg.ctx;
+
     int seen = 0;
     for (;;) {
         int spins = 0;
@@ -724,6 +725,41 @@ static void *alloc_floats(size_t count)
     return p;
 }
 
+/* Starts threads 1..n_threads-1 with every signal blocked but the faults an instruction
+ * raises: Ctrl-C and the like then go to a thread of the caller's, not to a worker. (A
+ * SIGINT taken by a worker left Python's main thread blocked writing a full pipe, and the
+ * interrupt was lost.) 1 if all started. */
+static int start_workers(lila_ctx *ctx)
+{
+    sigset_t all, caller;
+    sigfillset(&all);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGSEGV);
+    sigdelset(&all, SIGFPE);
+    sigdelset(&all, SIGILL);
+    pthread_sigmask(SIG_BLOCK, &all, &caller);
+    int ok = 1;
+    for (int t = 1; t < ctx->n_threads && ok; t++) {
+        worker_arg *arg = malloc(sizeof *arg);
+        ok = arg != NULL;
+        if (ok) {
+            arg->ctx = ctx;
+            arg->tid = t;
+            ok = pthread_create(&ctx->workers[t], NULL, worker, arg) == 0;
+            if (ok) {
+                ctx->started = t;
+#if defined(__linux__)
+                pthread_setname_np(ctx->workers[t], "lila-worker");   /* for top -H, /proc */
+#endif
+            } else {
+                free(arg);
+            }
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &caller, NULL);
+    return ok;
+}
+
 lila_ctx *lila_create(const lila_program *program, int n_threads)
 {
     if (n_threads < 1 || n_threads > 1024 || program->max_batch == 0 || program->n_ctx == 0
@@ -753,17 +789,7 @@ lila_ctx *lila_create(const lila_program *program, int n_threads)
         s->scores = alloc_floats(program->n_ctx);
         if (!s->tile_a || !s->tile_b || !s->tile_c || !s->scores) goto fail;
     }
-    for (int t = 1; t < n_threads; t++) {
-        worker_arg *arg = malloc(sizeof *arg);
-        if (!arg) goto fail;
-        arg->ctx = ctx;
-        arg->tid = t;
-        if (pthread_create(&ctx->workers[t], NULL, worker, arg) != 0) {
-            free(arg);
-            goto fail;
-        }
-        ctx->started = t;
-    }
+    if (!start_workers(ctx)) goto fail;
     return ctx;
 fail:
     lila_destroy(ctx);
