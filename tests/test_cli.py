@@ -236,6 +236,13 @@ class Reader(threading.Thread):
         return b"".join(self.chunks).decode("utf-8", "replace")
 
 
+def interruptible() -> None:
+    """In a chat child: SIGINT as at a terminal. A suite started in the background
+    (`make test &`) ignores it, a child inherits that, and Python then never raises
+    KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 STORY = "Write a long story about a dragon."
 
 
@@ -290,7 +297,8 @@ def test_chat_ctrl_c_stops_the_answer_not_the_chat(smollm2_path):
     out = Stdout()
     proc = subprocess.Popen([sys.executable, "-m", "lila", "chat", str(smollm2_path), "--greedy",
                              "--ignore-eos", "--max-tokens", "100000"],
-                            stdin=subprocess.PIPE, stdout=out.child_fd, stderr=subprocess.PIPE)
+                            stdin=subprocess.PIPE, stdout=out.child_fd, stderr=subprocess.PIPE,
+                            preexec_fn=interruptible)
     os.close(out.child_fd)
     err = Reader(proc.stderr)
     err.start()
@@ -405,7 +413,7 @@ class ChatProcess:
         self.out = Stdout()
         self.proc = subprocess.Popen([sys.executable, "-m", "lila", "chat", *map(str, args)],
                                      stdin=subprocess.PIPE, stdout=self.out.child_fd,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, preexec_fn=interruptible)
         os.close(self.out.child_fd)
         self.err = Reader(self.proc.stderr)
         self.err.start()

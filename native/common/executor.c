@@ -726,9 +726,8 @@ static void *alloc_floats(size_t count)
 }
 
 /* Starts threads 1..n_threads-1 with every signal blocked but the faults an instruction
- * raises: Ctrl-C and the like then go to a thread of the caller's, not to a worker. (A
- * SIGINT taken by a worker left Python's main thread blocked writing a full pipe, and the
- * interrupt was lost.) 1 if all started. */
+ * raises: Ctrl-C and the like then go to a thread of the caller's, where Python handles
+ * them, and never stop a worker in the middle of an op. 1 if all started. */
 static int start_workers(lila_ctx *ctx)
 {
     sigset_t all, caller;
