@@ -3,7 +3,8 @@ type and rows, the bias and the memory fabric's target of a projection are resol
 
 The reference, numba and native backends each run `Linear`s their own way, but none of
 them reads a linear op's weights, checks its shape or decides where adapters attach by
-itself: they ask `LinearWeights.bind`.
+itself: they ask `linear()`, and the quantized backends take their weights from
+`LinearWeights`.
 """
 from __future__ import annotations
 
@@ -15,14 +16,14 @@ import numpy as np
 from lila.errors import LilaError
 from lila.executor.plan import Op, Plan
 from lila.executor.weights import SpillFile, matmul_weight
+from lila.fabric.files import PROJECTIONS
 from lila.formats.gguf import GGUFFile
 from lila.native.abi import MATMUL_TYPES
 
-# The projections the memory fabric adapts (GGUF names), and the one whose input x̂, the
-# layer's RMS-normalised attention input, its gates read.
-ADAPTED = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+# The projection whose input x̂, the layer's RMS-normalised attention input, the fabric's
+# gates read; adapters attach to every projection of PROJECTIONS.
 GATE_SOURCE = "attn_q"
-_TARGET = re.compile(r"^blk\.(\d+)\.(" + "|".join(ADAPTED) + r")\.weight$")
+_TARGET = re.compile(r"^blk\.(\d+)\.(" + PROJECTIONS + r")\.weight$")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class NativeBackend(SingleSequence):
         self._kernels = kernels
         # each layer's gates, max_batch x NAMESPACES: written by the op reading its x̂
         self._gates = np.zeros((max(len(plan.kv), 1), self.max_batch, NAMESPACES), np.float32)
-        self._adapters: list = []    # what the ops' lila_lora point into
+        self._adapters: _Prepared | None = None   # what the ops' lila_lora point into
         # the kernels each op calls, as the executor itself chooses them
         self._used: dict[str, str | None] = {}
         for i in range(program.struct.n_ops):
@@ -86,9 +87,9 @@ class NativeBackend(SingleSequence):
     def pack_adapter(self, adapter) -> packing.QuantizedAdapter:
         return packing.pack(adapter)
 
-    def prepare_adapters(self, active: list[packing.Active]) -> list:
+    def prepare_adapters(self, active: list[packing.Active]) -> "_Prepared":
         """The lila_lora of every op for the adapters in `active` (heavy: outside any
-        forward pass), as [(op index, lila_lora or NULL)] and what they point into."""
+        forward pass), and what they point into."""
         layouts = [(index, packing.layout(group, active)) for index, group in self._program.groups]
         widest = max((lay.u_width for _, lay in layouts if lay), default=0)
         # Ops run one after another: they share u and each thread's coefficients.
@@ -100,7 +101,7 @@ class NativeBackend(SingleSequence):
         for index, lora in ops:
             if lora != self.native.ffi.NULL:
                 self._check_kernels(index, lora)
-        return [ops, keep]
+        return _Prepared(ops, keep)
 
     def _check_kernels(self, index: int, lora) -> None:
         """The kernels op `index` calls with `lora` attached, as the executor reports them,
@@ -114,16 +115,16 @@ class NativeBackend(SingleSequence):
                                 f"which adapters need")
             self._used[self.native.entry_name(slot)] = symbol
 
-    def use_adapters(self, prepared: list) -> None:
+    def use_adapters(self, prepared: "_Prepared") -> None:
         """Point the ops at `prepared`: only between forward passes."""
         struct_ops = self._program.struct.ops
-        for index, lora in prepared[0]:
+        for index, lora in prepared.ops:
             struct_ops[index].lora = lora
         self._adapters = prepared
 
-    def adapter_bytes(self, prepared: list) -> int:
+    def adapter_bytes(self, prepared: "_Prepared") -> int:
         """Memory the stacked adapters and their scratch take, beyond each adapter's own."""
-        return prepared[1].nbytes
+        return prepared.keep.nbytes
 
     def _lora(self, lay: packing.GroupLayout, shared: tuple, keep: "_Keep"):
         ffi = self.native.ffi
@@ -208,6 +209,11 @@ class NativeBackend(SingleSequence):
             raise ValueError("token id outside the vocabulary")
         logits = self.logits_buffer
         return logits[:n].copy() if all_logits else logits[n - 1:n].copy()
+
+
+class _Prepared(NamedTuple):
+    ops: list            # (op index, its lila_lora or NULL)
+    keep: "_Keep"        # what they point into
 
 
 class _Keep:

@@ -11,7 +11,8 @@ Weights stay in the GGUF map; types without a kernel are converted to Q8_0 at lo
 1-D weights (norms, biases, rope factors) to fp32.
 
 The memory fabric's adapters are computed as the native executor computes them (see
-lila.fabric.packing): Q8_0 products of A and of the stacked B, after the linear's own.
+lila.fabric.packing): Q8_0 products of A, then the stacked B summed in fp32 by lora_up,
+after the linear's own.
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ class ReferenceBackend(SingleSequence):
                         for name, width in plan.widths.items()}
         self.linears = {id(op): linear(plan, op, gguf) for op in plan.ops if op.kind == "linear"}
         self._adapters: list = []   # lila.fabric.packing.Active, with the adapters as read
-        self._gates: dict[int, np.ndarray] = {}   # layer -> (tokens, NAMESPACES)
+        self._gates: dict[int, dict[int, np.ndarray]] = {}   # layer -> namespace -> (tokens,)
 
     @staticmethod
     def memory_estimate(plan: Plan, weights: dict, *, n_ctx: int, max_batch: int) -> dict[str, int]:

@@ -65,7 +65,15 @@ class Gate:
 
     weight: np.ndarray   # (n_layers, dim) float32; a shared vector repeated per layer
     bias: np.ndarray     # (n_layers,) float32
-    shared: bool         # the file gave one vector for all layers
+    shared: bool         # one vector was given for all layers
+
+    @classmethod
+    def per_layer(cls, weight: np.ndarray, bias: np.ndarray, layers: int) -> Gate:
+        """From a weight of shape (dim,) or (layers, dim) and a bias of shape (), (1,) or
+        (layers,), already checked: one row of each per layer."""
+        return cls(np.ascontiguousarray(np.broadcast_to(weight, (layers, weight.shape[-1]))),
+                   np.ascontiguousarray(np.broadcast_to(bias.reshape(-1), (layers,))),
+                   shared=weight.ndim == 1)
 
 
 @dataclass(frozen=True)
@@ -247,12 +255,10 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def _gate(file: AdapterFile, base: Base) -> Gate:
-    weight = _values(file, file.gate[GATE_WEIGHT])
-    shared = weight.ndim == 1
-    weight = np.ascontiguousarray(np.broadcast_to(weight, (base.n_layers, base.dim)))
     bias = file.gate.get(GATE_BIAS)
-    bias = np.zeros(base.n_layers, np.float32) if bias is None else _values(file, bias)
-    return Gate(weight, np.ascontiguousarray(np.broadcast_to(bias.reshape(-1), (base.n_layers,))), shared)
+    return Gate.per_layer(_values(file, file.gate[GATE_WEIGHT]),
+                          np.zeros(1, np.float32) if bias is None else _values(file, bias),
+                          base.n_layers)
 
 
 def _describe_gate(gate: dict[str, Stored]) -> str:

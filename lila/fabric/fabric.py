@@ -175,6 +175,4 @@ def _gate(weight: Any, bias: Any, base: Base) -> Gate:
         raise LilaError(f"gate bias must be a number or have shape ({layers},), not {b.shape}")
     if not (np.isfinite(w).all() and np.isfinite(b).all()):
         raise LilaError("gate weight and bias must be finite")
-    return Gate(np.ascontiguousarray(np.broadcast_to(w, (layers, dim))),
-                np.ascontiguousarray(np.broadcast_to(b.reshape(-1) if b.ndim else b, (layers,))),
-                shared=w.ndim == 1)
+    return Gate.per_layer(w, b, layers)

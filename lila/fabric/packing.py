@@ -14,7 +14,7 @@ Each time the set of adapters changes, `layout` puts together what every backend
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -100,7 +100,7 @@ class GroupLayout:
     up_col: list[int]               # per part: its first column of u
     up_rank: list[int]              # per part: its columns (the stacked ranks)
     layer: int | None
-    stacked_bytes: int = field(default=0)
+    stacked_bytes: int
 
 
 def layout(group: Group, active: Sequence[Active]) -> GroupLayout | None:

@@ -151,13 +151,14 @@ static int rows_fit(int32_t wtype, size_t width, size_t row_bytes)
     return width % values == 0 && row_bytes == width / values * blocks[wtype].bytes;
 }
 
-/* What adapters add to an op's kernels: Q8_0 products (their A and gates) and the B
- * product. */
+/* What adapters add to an op's kernels: Q8_0 products (their A and gates), the B
+ * product and the add of its tiles. */
 static size_t adapter_kernels(size_t *found, size_t n)
 {
     found[n++] = matmul_slot(LILA_Q8_0, 1);
     found[n++] = matmul_slot(LILA_Q8_0, 2);
     found[n++] = SLOT(lora_up);
+    found[n++] = SLOT(add);
     return n;
 }
 
@@ -186,16 +187,13 @@ int lila_op_kernels(const lila_op *op, size_t *slots, size_t max)
             add |= p->bias != NULL;
         }
         if (glu) found[n++] = glu_slot(op->flags);
-        if (add || op->lora) found[n++] = SLOT(add);
+        if (add) found[n++] = SLOT(add);
         if (op->lora) n = adapter_kernels(found, n);
-        break;   /* at most 3 x 2 + 2 + 3 entries: LILA_MAX_OP_KERNELS */
+        break;   /* at most 3 x 2 + 2 + 4 entries: LILA_MAX_OP_KERNELS */
     }
     case LILA_OP_LORA:
         if (op->n_parts < 1 || op->n_parts > MAX_PARTS) return -1;
-        if (op->lora) {
-            found[n++] = SLOT(add);
-            n = adapter_kernels(found, n);
-        }
+        if (op->lora) n = adapter_kernels(found, n);
         break;
     case LILA_OP_ROPE: found[n++] = rope_slot(op->flags); break;
     case LILA_OP_ATTENTION:
@@ -292,7 +290,8 @@ static float gate(float logit)
     return g < ldexpf(1.0f, LILA_GATE_FLOOR_LOG2) ? 0.0f : g;
 }
 
-/* Thread tid's share of the adapters' A products (and gates) for the op's columns. */
+/* Thread tid's share of the adapters' A products (and gates) for the op's columns; then
+ * the thread counts itself done on the op's counter. */
 static void adapters_down(lila_ctx *ctx, const lila_op *op, int tid)
 {
     const lila_lora *lora = op->lora;
@@ -314,6 +313,7 @@ static void adapters_down(lila_ctx *ctx, const lila_op *op, int tid)
                 for (size_t r = a; r < b; r++)
                     out[c * d->out_stride + r - a] = gate(out[c * d->out_stride + r - a] + d->gate_bias[r]);
     }
+    atomic_fetch_add(&ctx->lora_done[op - ctx->prog.ops], 1);
 }
 
 /* Waits until every thread has done its share of the op's A products; 0 if the pass
@@ -416,10 +416,7 @@ static void run_matmul(lila_ctx *ctx, const lila_op *op, int tid)
 {
     size_t col0, cols;
     op_columns(ctx, op, &col0, &cols);
-    if (op->lora) {
-        adapters_down(ctx, op, tid);
-        atomic_fetch_add(&ctx->lora_done[op - ctx->prog.ops], 1);
-    }
+    if (op->lora) adapters_down(ctx, op, tid);
     scratch *s = &ctx->scratch[tid];
     int glu = op->flags & (LILA_GLU_SILU | LILA_GLU_GELU);
     if (glu) {
@@ -465,7 +462,6 @@ static void run_lora(lila_ctx *ctx, const lila_op *op, int step, int tid)
     if (!op->lora) return;
     if (step == 0) {
         adapters_down(ctx, op, tid);
-        atomic_fetch_add(&ctx->lora_done[op - ctx->prog.ops], 1);
         return;
     }
     size_t col0, cols, lo, hi, a, b;
@@ -641,7 +637,6 @@ static void *worker(void *p)
     worker_arg arg = *(worker_arg *)p;
     free(p);
     lila_ctx *ctx = arg.ctx;
-
     int seen = 0;
     for (;;) {
         int spins = 0;

@@ -167,7 +167,7 @@ enum {
 typedef struct lila_ctx lila_ctx;
 
 /* The most kernels one op calls: a matmul of 3 parts (a GEMV and a GEMM each), its GLU
- * and add, and its adapters' Q8_0 GEMV, GEMM and quantization. */
+ * and add, and its adapters' Q8_0 GEMV and GEMM, lora_up and add. */
 enum { LILA_MAX_OP_KERNELS = 12 };
 
 /* The kernel table entries op calls, each as its byte offset in lila_kernels, into
