@@ -17,6 +17,13 @@ are measured on each engine of --engines:
   llama.cpp  llama-cpp-python with the same adapters as GGUF LoRA files, through
              bench/llamacpp_driver.py (a fresh process per run, loading model and adapters);
              llama.cpp has no gates, so a gated configuration runs ungated there
+  floor      no adapters, but as many more bytes to read per token: a synthetic model
+             (bench/synthetic_gguf.py, random weights) of the base's shapes and types whose
+             FFN is widened until its weights are as many bytes more as the fused engine's
+             stacked adapters (model.fabric.memory less each adapter's own: the copies the
+             kernels read, and under 1 MB of scratch); its base is the same synthetic model
+             unwidened. What reading those bytes costs the machine with no adapter arithmetic
+             at all, the floor under the fused engine's cost where decode reads from memory
 
 Each Lila engine is one model load per model; adapters go in and out through
 model.fabric.load / unload, the live path, between measurements. A measurement is one
@@ -26,7 +33,7 @@ single-token steps after it. Each of the -r repetitions measures every configura
 every engine in turn, so a busy stretch of the machine hits them alike; the table gives
 the median (min..max) and the ratio of medians to the same engine's base. The adapter
 memory is model.fabric.memory for Lila, the GGUF files' size for llama.cpp (which keeps the
-tensors as stored).
+tensors as stored), and for floor the bytes its model was widened by (at least).
 
 The adapters are random (A ~ N(0, 1/in), B ~ N(0, 0.01^2), alpha = rank so alpha / r = 1),
 stored in fp16 and written twice, as a PEFT directory for Lila and as a GGUF LoRA file
@@ -38,6 +45,8 @@ written to --synthetic the first time.
     .venv/bin/python bench/fabric.py --threads 2 --json                   # the full table
     .venv/bin/python bench/fabric.py --models smollm2 --ranks 16 --counts 5 --gates both \\
         --engines fused,llama.cpp --threads 2 -r 5 --json                 # next to llama.cpp
+    .venv/bin/python bench/fabric.py --models smollm2 --ranks 16 --counts 1,5 \
+        --engines fused,floor -r 5                                        # against the bytes' cost
     .venv/bin/python bench/fabric.py --quick                              # half a minute
 
 llama.cpp runs with the llama_cpp of --llamacpp-python, by default bench/.venv-llamacpp's
@@ -73,7 +82,7 @@ from compare_llamacpp import LLAMACPP_PACKAGE, BenchError, llamacpp_python, run_
 BENCH_DIR = Path(__file__).resolve().parent
 WORK_DIR = Path("/tmp/lila-fabric-bench")
 SYNTHETIC = "llama-1b"
-ENGINES = ("fused", "split", "llama.cpp")
+ENGINES = ("fused", "split", "llama.cpp", "floor")
 # GGUF projection -> PEFT module, as lila.fabric's reader and convert_lora_to_gguf.py map them.
 PROJECTIONS = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
@@ -226,11 +235,77 @@ class LilaEngine:
         self.model.close()
 
 
+class FloorEngine:
+    """Per configuration, a synthetic model as many bytes bigger than the base as the
+    adapters' stacked copies (written once, kept in the work directory)."""
+
+    def __init__(self, path: Path, model, args: argparse.Namespace):
+        self.path, self.base, self.args = path, model, args
+        self.models: dict[int, Any] = {}       # extra bytes -> loaded model
+        self.extra: dict[Config, int] = {}
+
+    def extra_bytes(self, config: Config, adapters: list[AdapterFiles]) -> int:
+        if config not in self.extra:
+            self.extra[config] = self.stacked_bytes(adapters)
+        return self.extra[config]
+
+    def stacked_bytes(self, adapters: list[AdapterFiles]) -> int:
+        if not adapters:
+            return 0
+        fabric = self.base.fabric
+        for namespace, files in zip(DEFAULT_NAMESPACES, adapters):
+            fabric.load(namespace, files.peft)
+        try:
+            return fabric.memory - sum(ns.memory for ns in fabric.namespaces if ns.loaded)
+        finally:
+            for namespace in DEFAULT_NAMESPACES[:len(adapters)]:
+                fabric.unload(namespace)
+
+    def run(self, config: Config, adapters: list[AdapterFiles], args: argparse.Namespace) -> dict[str, Any]:
+        extra = self.extra_bytes(config, adapters)
+        if extra not in self.models:
+            self.models[extra] = lila.load(self.synthetic(extra), threads=args.threads,
+                                           n_ctx=args.n_prompt + args.n_gen, max_batch=args.n_prompt)
+        model = self.models[extra]
+        result = measure(model.backend, model.config.vocab_size, args.n_prompt, args.n_gen, 1)
+        return {"pp": result["pp"], "tg": result["tg"], "memory": extra}
+
+    def synthetic(self, extra: int) -> Path:
+        """The base's shapes and types, the FFN widened by at least `extra` bytes."""
+        cfg, tensors = self.base.config, self.base.gguf.tensors
+        layer_type, embed_type = tensors["blk.0.ffn_up.weight"].ggml_type, tensors["token_embd.weight"].ggml_type
+        block, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(int(layer_type))]
+        per_ffn_unit = 3 * cfg.n_layers * cfg.dim // block * block_bytes   # gate, up and down
+        units = -(-extra // per_ffn_unit)
+        ffn = cfg.ffn_dim + -(-units // block) * block
+        out = self.args.adapters.parent / "floor" / f"{self.base.name}-ffn{ffn}.gguf"
+        if out.is_file():
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        command = [sys.executable, str(BENCH_DIR / "synthetic_gguf.py"), "--out", str(partial),
+                   "--type", layer_type.name.lower(), "--embed-type", embed_type.name.lower(),
+                   "--tied" if "output.weight" not in tensors else "--no-tied",
+                   "--dim", str(cfg.dim), "--layers", str(cfg.n_layers), "--ffn", str(ffn),
+                   "--heads", str(cfg.n_heads), "--kv-heads", str(cfg.n_kv_heads),
+                   "--head-dim", str(cfg.head_dim), "--tokenizer-from", str(self.path)]
+        made = subprocess.run(command, capture_output=True, text=True)
+        if made.returncode != 0:
+            raise BenchError(f"synthetic_gguf.py failed: {made.stderr.strip()[-2000:]}")
+        partial.rename(out)
+        return out
+
+    def close(self) -> None:
+        for model in self.models.values():
+            model.close()
+
+
 def bench_model(name: str, args: argparse.Namespace, llama_python: Path | None) -> dict[str, Any]:
     path = model_path(name, args.synthetic)
     engines = {engine: LilaEngine(path, engine == "fused", args)
-               for engine in args.engines if engine != "llama.cpp"}
+               for engine in args.engines if engine in ("fused", "split")}
     model = next(iter(engines.values())).model if engines else lila.load(path, threads=1, n_ctx=8, max_batch=8)
+    floor = FloorEngine(path, model, args) if "floor" in args.engines else None
     try:
         chosen = configs(args.ranks, args.counts, args.gates)
         adapters = {rank: [adapter_files(args.adapters, model, rank, i) for i in range(max(args.counts))]
@@ -247,6 +322,8 @@ def bench_model(name: str, args: argparse.Namespace, llama_python: Path | None) 
                 for engine in args.engines:
                     if engine == "llama.cpp":
                         run = run_llamacpp(llama_python, path, files, args)
+                    elif engine == "floor":
+                        run = floor.run(config, files, args)
                     else:
                         run = engines[engine].run(config, files, gates, args)
                     runs.setdefault((config, engine), []).append(run)
@@ -254,6 +331,8 @@ def bench_model(name: str, args: argparse.Namespace, llama_python: Path | None) 
                     print(f"run {rep + 1}/{args.reps} {config.label:22} {engine:9}  pp {run['pp']:8.1f}  "
                           f"tg {run['tg']:7.1f} tok/s", file=sys.stderr)
     finally:
+        if floor:
+            floor.close()
         for engine in engines.values():
             engine.close()
         if not engines:

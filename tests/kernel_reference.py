@@ -1,6 +1,6 @@
 """What kernel tests share: the native kernel families this machine can run, the numpy
-references of activation quantization and of the fabric's B product (lora_up), the
-error measure, and arrays placed against inaccessible pages.
+references of activation quantization and of the fabric's transposed B product
+(lora_up), the error measure, and arrays placed against inaccessible pages.
 
 Error bounds are normalised mean squared errors, as llama.cpp's test-backend-ops states
 them: sum((a - b)^2) / sum(b^2) against the numpy reference.

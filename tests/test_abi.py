@@ -55,6 +55,15 @@ def test_the_build_reads_the_header_as_the_c_compiler_does(tmp_path):
     assert abi.NTYPES == ntypes and abi.Q8_VALUES == 32
 
 
+def test_a_source_tree_without_the_build_reads_the_same_constants(monkeypatch):
+    """Where the build has not written lila/native/_ffi.py (a source checkout, a machine
+    with no compiler), abi parses the headers itself: its constants read the same."""
+    names = ("LILA_NAMESPACES", "LILA_GATE_FLOOR_LOG2", "LILA_LORA_TRANSPOSED_RANK")
+    built = [abi._constant(name) for name in names]
+    monkeypatch.setattr(abi, "ffi", build.declarations())
+    assert [abi._constant(name) for name in names] == built
+
+
 def test_the_abi_types_are_the_gguf_formats():
     """Type ids and blocks as the GGUF reader (lila.formats.quants, from ggml) knows them."""
     for t, w in abi.WEIGHT_TYPES.items():

@@ -301,6 +301,7 @@ def _nan(values):
 TENSOR_CASES = {
     "NaN": (_changed(Q_A, _nan), "NaN or infinite"),
     "Inf": (_changed(K_B, lambda v: v * np.float32(np.inf)), "NaN or infinite"),
+    "B beyond fp16": (_changed(Q_B, lambda v: v + np.float32(1e5)), "beyond fp16's range"),
     "rank 0": (_with(**{Q_A: np.zeros((0, 64), np.float32), Q_B: np.zeros((64, 0), np.float32)}),
                "rank 0"),
     "wrong in": (_changed(Q_A, lambda v: np.ones((4, 65), np.float32)), "65 projection"),

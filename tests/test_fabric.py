@@ -173,6 +173,33 @@ def test_fused_and_split_adapters_agree(tiny, backend, tmp_path):
         assert tokens == results[0][1]
 
 
+@pytest.mark.parametrize("ranks", [(1,), (5, 2), (16,), (9, 8), (16, 16, 1)])
+def test_stacked_ranks_of_every_width(ranks, tmp_path):
+    """A projection's stacked rank decides the form of its B (lila_lora): transposed up to
+    LILA_LORA_TRANSPOSED_RANK (16), rows of the rank padded to whole blocks beyond. Both
+    forms and their edges, prefill and a decode step, on thread counts that split the rows
+    at odd places, against the fp32 reference; and the same bits on any thread count, for
+    each output row is one thread's sum."""
+    tiny = hf_gguf.build("qwen2", tmp_path)
+    paths = [lora_fixtures.peft_adapter(tiny, tmp_path / f"lora{i}", rank=rank, alpha=2 * rank,
+                                        seed=i) for i, rank in enumerate(ranks)]
+    results = {}
+    for backend, threads in [("reference", 1), ("numba", 1), *((b, t) for b in NATIVE_BACKENDS for t in (1, 2, 3))]:
+        model = lila.load(tiny.path, backend=backend, n_ctx=64, threads=threads)
+        error = base_error(model, tiny)
+        for namespace, path in zip(["persona", "skill", "domain"], paths):
+            model.fabric.load(namespace, path)
+        results[backend, threads] = (model.logits(IDS), model.logits(IDS[:1]), error)
+    reference = results.pop(("reference", 1))
+    for (backend, threads), (prefill, decode, error) in results.items():
+        assert nmse(prefill, reference[0]) < 3 * error + 5e-3, backend
+        assert nmse(decode, reference[1]) < 3 * error + 5e-3, backend
+        assert nmse(prefill, results["numba", 1][0]) < 1e-3, backend
+        if backend != "numba":
+            np.testing.assert_array_equal(prefill, results[backend, 1][0])
+            np.testing.assert_array_equal(decode, results[backend, 1][1])
+
+
 def test_a_change_is_not_mixed_with_cached_tokens(tmp_path):
     """A prompt's keys and values computed before an adapter loaded are not reused after."""
     tiny = hf_gguf.build("llama", tmp_path)
@@ -223,9 +250,8 @@ def test_memory_is_accounted(tmp_path):
     cfg = tiny.model.config
     shapes = [(cfg.hidden_size, cfg.hidden_size)] * 2 + [(cfg.hidden_size // 2, cfg.hidden_size)] * 2 \
         + [(cfg.intermediate_size, cfg.hidden_size)] * 2 + [(cfg.hidden_size, cfg.intermediate_size)]
-    # A and B transposed in Q8_0 (34 bytes per 32 values, B's rows padded to whole
-    # blocks), for each projection of each layer
-    per_layer = sum(8 * (n_in // 32 + -(-n_out // 32)) * 34 for n_out, n_in in shapes)
+    # A in Q8_0 (34 bytes per 32 values) and B in fp16, for each projection of each layer
+    per_layer = sum(8 * (n_in // 32 * 34 + n_out * 2) for n_out, n_in in shapes)
     assert info.memory == cfg.num_hidden_layers * per_layer
     assert model.fabric.memory > info.memory      # and the stacked B and scratch
     assert (info.ranks, len(info.modules)) == ((8,), 7)

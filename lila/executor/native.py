@@ -92,10 +92,12 @@ class NativeBackend(SingleSequence):
         forward pass), and what they point into."""
         layouts = [(index, packing.layout(group, active)) for index, group in self._program.groups]
         widest = max((lay.u_width for _, lay in layouts if lay), default=0)
+        blocks = max((lay.coef_blocks for _, lay in layouts if lay), default=0)
         # Ops run one after another: they share u and each thread's coefficients.
         keep = _Keep()
         shared = (keep(np.zeros(self.max_batch * widest, np.float32)),
-                  keep(np.zeros(self.threads * self.max_batch * widest, np.float32)))
+                  keep(np.zeros(self.threads * self.max_batch * blocks * Q8_VALUES, np.float32)),
+                  keep(np.zeros(self.threads * self.max_batch * blocks, Q8_DTYPE)))
         ops = [(index, self._lora(lay, shared, keep) if lay else self.native.ffi.NULL)
                for index, lay in layouts]
         for index, lora in ops:
@@ -128,29 +130,29 @@ class NativeBackend(SingleSequence):
 
     def _lora(self, lay: packing.GroupLayout, shared: tuple, keep: "_Keep"):
         ffi = self.native.ffi
-        u, coef = (ffi.from_buffer(a) for a in shared)
+        u, coef, coef_q8 = (ffi.from_buffer(a) for a in shared)
         gates = self._gates[lay.layer] if packing.needs_gates(lay) else None
         down = keep.struct(ffi.new("lila_lora_down[]", len(lay.down)))
         for d, item in zip(down, lay.down):
-            # an adapter's A rows are its own; gate rows are made for this layout
-            d.rows = keep.ptr(ffi, item.rows, "void *", owned=item.gate_bias is not None)
+            d.rows = keep.ptr(ffi, item.rows, "void *")
             d.n = item.rows.shape[0]
             if item.gate_bias is None:
-                d.out, d.out_stride = ffi.cast("float *", u) + item.column, lay.u_width
+                d.out, d.out_stride = ffi.cast("float *", u), lay.u_width
             else:
-                d.out = ffi.cast("float *", ffi.from_buffer(gates)) + item.column
-                d.out_stride = NAMESPACES
+                d.out, d.out_stride = ffi.cast("float *", ffi.from_buffer(gates)), NAMESPACES
                 d.gate_bias = keep.ptr(ffi, item.gate_bias, "float *")
         lora = keep.struct(ffi.new("lila_lora *"))
         lora.down, lora.n_down = down, len(lay.down)
         lora.u, lora.u_width = ffi.cast("float *", u), lay.u_width
         lora.col_scale = keep.ptr(ffi, lay.col_scale, "float *")
         lora.col_gate = keep.ptr(ffi, lay.col_gate, "int32_t *")
+        lora.col_slot = keep.ptr(ffi, lay.col_slot, "int32_t *")
         lora.gates = ffi.cast("float *", ffi.from_buffer(gates)) if gates is not None else ffi.NULL
         for i, stacked in enumerate(lay.up):
             lora.up[i] = keep.ptr(ffi, stacked, "void *") if stacked is not None else ffi.NULL
-            lora.up_col[i], lora.up_rank[i] = lay.up_col[i], lay.up_rank[i]
-        lora.coef = ffi.cast("float *", coef)
+            lora.up_block[i], lora.up_rank[i] = lay.up_block[i], lay.up_rank[i]
+        lora.coef_blocks = lay.coef_blocks
+        lora.coef, lora.coef_q8 = ffi.cast("float *", coef), ffi.cast("lila_q8 *", coef_q8)
         return lora
 
     def kernel_names(self) -> dict[str, str]:
@@ -233,9 +235,9 @@ class _Keep:
         self.nbytes += array.nbytes
         return array
 
-    def ptr(self, ffi, array: np.ndarray, ctype: str, *, owned: bool = True):
+    def ptr(self, ffi, array: np.ndarray, ctype: str):
         self.arrays.append(array)
-        self.nbytes += array.nbytes if owned else 0
+        self.nbytes += array.nbytes
         return ffi.cast(ctype, ffi.from_buffer(array))
 
 

@@ -11,7 +11,8 @@ Weights stay in the GGUF map; types without a kernel are converted to Q8_0 at lo
 1-D weights (norms, biases, rope factors) to fp32.
 
 The memory fabric's adapters are computed as the native executor computes them (see
-lila.fabric.packing): Q8_0 products of A, then the stacked B summed in fp32 by lora_up,
+lila.fabric.packing): Q8_0 products of A, then of the stacked B (as rows with
+the tokens' quantized coefficients, or transposed and summed in fp32 by lora_up), added
 after the linear's own.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ from lila.executor.weights import Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES, SpillFile
 from lila.fabric import packing
 from lila.formats.gguf import GGUFFile
 from lila.formats.quants import GGMLType
-from lila.native.abi import NAMESPACES, Q8_DTYPE, Q8_VALUES
+from lila.native.abi import NAMESPACES, Q8_DTYPE, Q8_VALUES, TRANSPOSED_RANK
 
 # step(n, pos0, all_logits, kv): one op for a batch of n tokens at positions pos0.. of the
 # sequence whose cache is kv
@@ -153,17 +154,27 @@ class NumbaBackend(SingleSequence):
             product = np.zeros((self.max_batch, down.rows.shape[0]), np.float32)
             kernels.matmul(q8_0, down.rows, *x_q8, first, count, no_bias, product)
             if down.gate_bias is None:
-                u[rows, down.column:down.column + down.rows.shape[0]] = product[rows]
+                u[rows] = product[rows]
             else:
-                gates[rows, down.column] = packing.gate(product[rows, 0] + down.gate_bias[0])
-        stacked = lay.up[0]
+                gates[rows, :len(down.gate_bias)] = packing.gate(product[rows] + down.gate_bias)
+        stacked, rank = lay.up[0], lay.up_rank[0]
         if stacked is None:
             return
         coef = u[rows] * lay.col_scale
         gated = lay.col_gate >= 0
         if gated.any():
             coef[:, gated] *= gates[rows][:, lay.col_gate[gated]]
-        kernels.lora_up(stacked, coef, count, out[rows])
+        if rank <= TRANSPOSED_RANK:
+            kernels.lora_up(stacked, coef, count, out[rows])
+            return
+        row = np.zeros((count, -(-rank // Q8_VALUES) * Q8_VALUES), np.float32)
+        row[:, :rank] = coef             # one part: u's columns are its ranks in order
+        blocks = (count, row.shape[1] // Q8_VALUES)
+        d, s, qs = np.zeros(blocks, np.float32), np.zeros(blocks, np.float32), np.zeros(row.shape, np.int8)
+        kernels.quantize_q8(row, count, d, s, qs)
+        product = np.zeros((count, stacked.shape[0]), np.float32)
+        kernels.matmul(q8_0, stacked, d, s, qs, 0, count, no_bias, product)
+        out[rows] += product
 
     def _q8_of(self, buffer: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         width = self.plan.widths[buffer]

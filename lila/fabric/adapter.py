@@ -238,9 +238,15 @@ def _values(file: AdapterFile, tensor: Stored) -> np.ndarray:
     return values
 
 
+F16_MAX = float(np.finfo(np.float16).max)
+
+
 def _lora(file: AdapterFile, key: str, scale: float, base: Base) -> LoRA:
     p = file.projections[key]
     b = _values(file, p.b)
+    if np.abs(b).max(initial=0) > F16_MAX:   # B is kept in fp16 (lila.fabric.packing)
+        raise fail(file.path, f"tensor {quoted(p.b.name)} holds values beyond fp16's range "
+                              f"(±{F16_MAX:.0f})")
     projection = key.split(".")[2]
     if base.architecture in _PERMUTED and not file.rows_in_gguf_order and projection in (
             "attn_q", "attn_k"):

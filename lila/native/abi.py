@@ -44,6 +44,13 @@ def _enum(tag: str) -> dict[str, int]:
     return ffi.typeof(f"enum {tag}").relements
 
 
+def _constant(name: str) -> int:
+    """An integer constant of the declarations (a member of an unnamed enum)."""
+    if hasattr(ffi, "integer_const"):           # the module the build writes
+        return ffi.integer_const(name)
+    return getattr(ffi.dlopen(None), name)      # parsed here: any library handle has them
+
+
 def _weight_types() -> dict[GGMLType, WeightType]:
     values, sizes, matmul = _enum("lila_block_values"), _enum("lila_block_bytes"), _enum("lila_matmul_type")
     return {GGMLType(id): WeightType(GGMLType(id), values[f"{name}_BLOCK_VALUES"],
@@ -80,6 +87,9 @@ Q8_VALUES: int = Q8_DTYPE["qs"].shape[0]      # activations per block
 
 # The memory fabric's namespaces: each op's adapters are scaled by their gates, kept per
 # layer in rows of this many.
-NAMESPACES: int = ffi.integer_const("LILA_NAMESPACES")
+NAMESPACES: int = _constant("LILA_NAMESPACES")
 # Gates below it are shut (0), in every backend.
-GATE_FLOOR: float = 2.0 ** ffi.integer_const("LILA_GATE_FLOOR_LOG2")
+GATE_FLOOR: float = 2.0 ** _constant("LILA_GATE_FLOOR_LOG2")
+# Up to this many adapter ranks on one projection, B is multiplied transposed (rows of the
+# rank running along the output); beyond, as rows of the rank, one per output row.
+TRANSPOSED_RANK: int = _constant("LILA_LORA_TRANSPOSED_RANK")

@@ -6,10 +6,13 @@
  * passes (a decode step follows the previous one within microseconds) and then sleep
  * on a condition variable, so an idle model costs no CPU.
  *
- * A matmul op with adapters (lila_lora) adds one step before its matmul: each thread
- * takes its share of the adapters' A products and counts itself done on the op's counter.
- * Before a thread first adds B products to its rows it waits for that count, which by
- * then is long reached: the matmul of its own rows lies between.
+ * A matmul op with adapters (lila_lora) adds one step before its matmul: the threads take
+ * the adapters' A products in chunks of rows from the op's counter until none are left,
+ * counting each chunk done. Before a thread first adds B products to its rows it waits
+ * until every chunk is done. Taken, not shared out: a thread that reaches the op late
+ * (the barrier woke it last, or another process had its core) finds the A products taken
+ * by the others and starts on its matmul rows, where waiting for its share would stall
+ * the rest.
  *
  * Each op runs under a SIGBUS guard (guarded_step): a fault jumps back to it, the thread
  * marks the pass failed, and every thread skips the ops left but still meets the others
@@ -38,18 +41,23 @@
 
 enum {
     MAX_PARTS = 3,          /* lila_op.parts */
-    ROW_TILE = 64,          /* rows a thread multiplies into scratch before combining */
+    ROW_TILE = 64,          /* rows a thread multiplies into scratch for a full batch */
     SPIN_BEFORE_YIELD = 1 << 12,
     SPIN_BEFORE_SLEEP = 1 << 16,
+    A_CHUNK = 32,           /* adapters' A rows a thread takes at a time, at most */
     CACHE_LINE = 64
 };
 
 typedef struct {
-    float *tile_a, *tile_b;   /* max_batch x ROW_TILE each */
+    float *tile_a, *tile_b;   /* max_batch x ROW_TILE each (see tile_rows) */
     float *tile_c;            /* max_batch x (ROW_TILE + Q8_VALUES): adapters' B products */
     float *scores;            /* n_ctx */
     const lila_op *coef_op;   /* the op whose adapter coefficients this thread holds */
 } scratch;
+
+typedef struct {
+    atomic_int taken, done;   /* chunks of A rows */
+} lora_progress;
 
 struct lila_ctx {
     lila_program prog;
@@ -65,7 +73,7 @@ struct lila_ctx {
     size_t n, pos0;
     int all_logits;
     atomic_int faulted;       /* a thread of this pass faulted: the rest is skipped */
-    atomic_int *lora_done;    /* per op: threads done with its adapters' A products */
+    lora_progress *lora;      /* per op: its adapters' A products taken and done */
     /* pool state; each counter on its own cache line, they are hammered */
     _Alignas(CACHE_LINE) atomic_int generation;
     _Alignas(CACHE_LINE) atomic_int barrier_count;
@@ -103,6 +111,14 @@ static void share(size_t total, int tid, int nt, size_t align, size_t *lo, size_
     size_t a = units * (size_t)tid / (size_t)nt, b = units * (size_t)(tid + 1) / (size_t)nt;
     *lo = a * align < total ? a * align : total;
     *hi = b * align < total ? b * align : total;
+}
+
+/* Rows a thread multiplies into its scratch at a time for a batch of `cols` tokens: as
+ * many as the scratch holds, so that a decode step makes one kernel call per part where
+ * a full batch makes one per ROW_TILE rows. */
+static size_t tile_rows(const lila_ctx *ctx, size_t cols)
+{
+    return ROW_TILE * ctx->prog.max_batch / cols / 16 * 16;
 }
 
 static const lila_kernels *K(const lila_ctx *ctx) { return ctx->prog.kernels; }
@@ -151,12 +167,13 @@ static int rows_fit(int32_t wtype, size_t width, size_t row_bytes)
     return width % values == 0 && row_bytes == width / values * blocks[wtype].bytes;
 }
 
-/* What adapters add to an op's kernels: Q8_0 products (their A and gates), the B
- * product and the add of its tiles. */
+/* What adapters add to an op's kernels: Q8_0 products (their A, gates and B), the
+ * quantization of the coefficients, the transposed B product and the add of B's tiles. */
 static size_t adapter_kernels(size_t *found, size_t n)
 {
     found[n++] = matmul_slot(LILA_Q8_0, 1);
     found[n++] = matmul_slot(LILA_Q8_0, 2);
+    found[n++] = SLOT(quantize_q8);
     found[n++] = SLOT(lora_up);
     found[n++] = SLOT(add);
     return n;
@@ -189,7 +206,7 @@ int lila_op_kernels(const lila_op *op, size_t *slots, size_t max)
         if (glu) found[n++] = glu_slot(op->flags);
         if (add) found[n++] = SLOT(add);
         if (op->lora) n = adapter_kernels(found, n);
-        break;   /* at most 3 x 2 + 2 + 4 entries: LILA_MAX_OP_KERNELS */
+        break;   /* at most 3 x 2 + 2 + 5 entries: LILA_MAX_OP_KERNELS */
     }
     case LILA_OP_LORA:
         if (op->n_parts < 1 || op->n_parts > MAX_PARTS) return -1;
@@ -290,38 +307,55 @@ static float gate(float logit)
     return g < ldexpf(1.0f, LILA_GATE_FLOOR_LOG2) ? 0.0f : g;
 }
 
-/* Thread tid's share of the adapters' A products (and gates) for the op's columns; then
- * the thread counts itself done on the op's counter. */
-static void adapters_down(lila_ctx *ctx, const lila_op *op, int tid)
+/* How the op's A rows are taken: `chunks` chunks of `rows` rows, at least two chunks per
+ * thread, so that a few rows are not all one thread's while the others wait at the op's
+ * end. */
+static void a_chunks(const lila_ctx *ctx, const lila_lora *lora, size_t *chunks, size_t *rows)
 {
-    const lila_lora *lora = op->lora;
-    size_t col0, cols, total = 0, lo, hi, first = 0;
-    op_columns(ctx, op, &col0, &cols);
+    size_t total = 0;
     for (size_t i = 0; i < lora->n_down; i++) total += lora->down[i].n;
-    share(total, tid, ctx->n_threads, 4, &lo, &hi);
-    size_t row_bytes = op->nb * blocks[LILA_Q8_0].bytes;
-    lila_matmul_fn *fn = (lila_matmul_fn *)kernel_at(K(ctx), matmul_slot(LILA_Q8_0, cols));
-    for (size_t i = 0; i < lora->n_down && first < hi; first += lora->down[i++].n) {
-        const lila_lora_down *d = &lora->down[i];
-        size_t a = lo > first ? lo - first : 0, b = hi - first < d->n ? hi - first : d->n;
-        if (a >= b) continue;
-        float *out = d->out + col0 * d->out_stride + a;
-        fn((const uint8_t *)d->rows + a * row_bytes, row_bytes, b - a,
-           op->q8 + col0 * op->q8_stride, op->nb, cols, out, d->out_stride);
-        if (d->gate_bias)
-            for (size_t c = 0; c < cols; c++)
-                for (size_t r = a; r < b; r++)
-                    out[c * d->out_stride + r - a] = gate(out[c * d->out_stride + r - a] + d->gate_bias[r]);
-    }
-    atomic_fetch_add(&ctx->lora_done[op - ctx->prog.ops], 1);
+    size_t even = (total + 2 * (size_t)ctx->n_threads - 1) / (2 * (size_t)ctx->n_threads);
+    *rows = even < A_CHUNK ? (even + 3) / 4 * 4 : A_CHUNK;
+    *chunks = (total + *rows - 1) / *rows;
 }
 
-/* Waits until every thread has done its share of the op's A products; 0 if the pass
- * faulted meanwhile (the thread that faulted never counts itself). */
+/* Chunks of the adapters' A products (and gates) for the op's columns, taken until none
+ * are left, each counted done on the op's progress. */
+static void adapters_down(lila_ctx *ctx, const lila_op *op)
+{
+    const lila_lora *lora = op->lora;
+    lora_progress *progress = &ctx->lora[op - ctx->prog.ops];
+    size_t col0, cols, chunks, rows, chunk;
+    a_chunks(ctx, lora, &chunks, &rows);
+    op_columns(ctx, op, &col0, &cols);
+    size_t row_bytes = op->nb * blocks[LILA_Q8_0].bytes;
+    lila_matmul_fn *fn = (lila_matmul_fn *)kernel_at(K(ctx), matmul_slot(LILA_Q8_0, cols));
+    while ((chunk = (size_t)atomic_fetch_add(&progress->taken, 1)) < chunks) {
+        size_t lo = chunk * rows, hi = lo + rows, first = 0;
+        for (size_t i = 0; i < lora->n_down && first < hi; first += lora->down[i++].n) {
+            const lila_lora_down *d = &lora->down[i];
+            size_t a = lo > first ? lo - first : 0, b = hi - first < d->n ? hi - first : d->n;
+            if (a >= b) continue;
+            float *out = d->out + col0 * d->out_stride + a;
+            fn((const uint8_t *)d->rows + a * row_bytes, row_bytes, b - a,
+               op->q8 + col0 * op->q8_stride, op->nb, cols, out, d->out_stride);
+            if (d->gate_bias)
+                for (size_t c = 0; c < cols; c++)
+                    for (size_t r = a; r < b; r++)
+                        out[c * d->out_stride + r - a] = gate(out[c * d->out_stride + r - a] + d->gate_bias[r]);
+        }
+        atomic_fetch_add(&progress->done, 1);
+    }
+}
+
+/* Waits until every chunk of the op's A products is done; 0 if the pass faulted
+ * meanwhile (a thread that faulted never counts its chunk done). */
 static int adapters_ready(lila_ctx *ctx, const lila_op *op)
 {
-    atomic_int *done = &ctx->lora_done[op - ctx->prog.ops];
-    for (unsigned spins = 0; atomic_load(done) < ctx->n_threads; spins++) {
+    atomic_int *done = &ctx->lora[op - ctx->prog.ops].done;
+    size_t chunks, rows;
+    a_chunks(ctx, op->lora, &chunks, &rows);
+    for (unsigned spins = 0; (size_t)atomic_load(done) < chunks; spins++) {
         if (atomic_load(&ctx->faulted)) return 0;
         if (spins < SPIN_BEFORE_YIELD)
             cpu_relax();
@@ -331,20 +365,38 @@ static int adapters_ready(lila_ctx *ctx, const lila_op *op)
     return 1;
 }
 
-/* This thread's coefficients for the op's columns. */
+static int transposed(const lila_lora *lora, int i)
+{
+    return lora->up_rank[i] <= LILA_LORA_TRANSPOSED_RANK;
+}
+
+static size_t rank_blocks(const lila_lora *lora, int i)
+{
+    return (lora->up_rank[i] + Q8_VALUES - 1) / Q8_VALUES;
+}
+
+/* This thread's coefficients for the op's columns: fp32 rows, and for each part whose B
+ * is in rows, its part quantized as the matmul kernels read a batch (column c at
+ * coef_q8 + cols * up_block[i] + c * its blocks). */
 static void adapter_coefficients(lila_ctx *ctx, const lila_op *op, int tid)
 {
     const lila_lora *lora = op->lora;
-    size_t col0, cols, width = lora->u_width;
+    size_t col0, cols, width = lora->u_width, row = lora->coef_blocks * Q8_VALUES;
     op_columns(ctx, op, &col0, &cols);
-    float *coef = lora->coef + (size_t)tid * ctx->prog.max_batch * width;
-    for (size_t c = 0; c < cols; c++) {
+    float *coef = lora->coef + (size_t)tid * ctx->prog.max_batch * row;
+    lila_q8 *q8 = lora->coef_q8 + (size_t)tid * ctx->prog.max_batch * lora->coef_blocks;
+    for (size_t c = 0; c < cols; c++, coef += row) {
         const float *u = lora->u + (col0 + c) * width;
         const float *gates = lora->gates ? lora->gates + (col0 + c) * LILA_NAMESPACES : NULL;
+        memset(coef, 0, row * sizeof *coef);
         for (size_t j = 0; j < width; j++) {
             int32_t g = lora->col_gate[j];
-            coef[c * width + j] = u[j] * lora->col_scale[j] * (g >= 0 && gates ? gates[g] : 1.0f);
+            coef[lora->col_slot[j]] = u[j] * lora->col_scale[j] * (g >= 0 && gates ? gates[g] : 1.0f);
         }
+        for (int i = 0; i < op->n_parts; i++)
+            if (lora->up[i] && !transposed(lora, i))
+                K(ctx)->quantize_q8(coef + lora->up_block[i] * Q8_VALUES, rank_blocks(lora, i) * Q8_VALUES,
+                                    q8 + cols * lora->up_block[i] + c * rank_blocks(lora, i));
     }
 }
 
@@ -359,19 +411,34 @@ static void add_adapters(lila_ctx *ctx, const lila_op *op, int i, size_t lo, siz
         adapter_coefficients(ctx, op, tid);
         s->coef_op = op;
     }
-    size_t width = lora->u_width, rank = lora->up_rank[i], block_bytes = blocks[LILA_Q8_0].bytes;
-    const float *coef = lora->coef + (size_t)tid * ctx->prog.max_batch * width + lora->up_col[i];
-    for (size_t r = lo; r < hi; r += ROW_TILE) {
-        /* whole blocks from the one holding row r: the tile's values start at r % 32 */
-        size_t end = r + ROW_TILE < hi ? r + ROW_TILE : hi, len = end - r, skip = r % Q8_VALUES;
-        size_t first = r / Q8_VALUES, nb = (skip + len + Q8_VALUES - 1) / Q8_VALUES;
-        size_t stride = nb * Q8_VALUES;
-        for (size_t k = 0; k < nb; k++)   /* block-major: block k of every rank in one run */
-            K(ctx)->lora_up((const uint8_t *)lora->up[i] + (first + k) * rank * block_bytes,
-                            block_bytes, rank, 1, coef, width, cols, s->tile_c + k * Q8_VALUES,
-                            stride);
+    size_t row = lora->coef_blocks * Q8_VALUES, block_bytes = blocks[LILA_Q8_0].bytes;
+    if (transposed(lora, i)) {
+        size_t rank = lora->up_rank[i];
+        const float *coef = lora->coef + (size_t)tid * ctx->prog.max_batch * row + lora->up_block[i] * Q8_VALUES;
+        for (size_t r = lo; r < hi; r += ROW_TILE) {
+            /* whole blocks from the one holding row r: the tile's values start at r % 32 */
+            size_t end = r + ROW_TILE < hi ? r + ROW_TILE : hi, len = end - r, skip = r % Q8_VALUES;
+            size_t first = r / Q8_VALUES, nb = (skip + len + Q8_VALUES - 1) / Q8_VALUES;
+            size_t stride = nb * Q8_VALUES;
+            for (size_t k = 0; k < nb; k++)   /* block-major: block k of every rank in one run */
+                K(ctx)->lora_up((const uint8_t *)lora->up[i] + (first + k) * rank * block_bytes,
+                                block_bytes, rank, 1, coef, row, cols, s->tile_c + k * Q8_VALUES,
+                                stride);
+            for (size_t c = 0; c < cols; c++)
+                K(ctx)->add(dst + c * dst_stride + (r - lo), s->tile_c + c * stride + skip, len,
+                            dst + c * dst_stride + (r - lo));
+        }
+        return;
+    }
+    size_t nb = rank_blocks(lora, i), row_bytes = nb * block_bytes, tile = tile_rows(ctx, cols);
+    const lila_q8 *coef = lora->coef_q8 + (size_t)tid * ctx->prog.max_batch * lora->coef_blocks
+                          + cols * lora->up_block[i];
+    lila_matmul_fn *fn = (lila_matmul_fn *)kernel_at(K(ctx), matmul_slot(LILA_Q8_0, cols));
+    for (size_t r = lo; r < hi; r += tile) {
+        size_t len = (r + tile < hi ? r + tile : hi) - r;
+        fn((const uint8_t *)lora->up[i] + r * row_bytes, row_bytes, len, coef, nb, cols, s->tile_c, len);
         for (size_t c = 0; c < cols; c++)
-            K(ctx)->add(dst + c * dst_stride + (r - lo), s->tile_c + c * stride + skip, len,
+            K(ctx)->add(dst + c * dst_stride + (r - lo), s->tile_c + c * len, len,
                         dst + c * dst_stride + (r - lo));
     }
 }
@@ -416,7 +483,7 @@ static void run_matmul(lila_ctx *ctx, const lila_op *op, int tid)
 {
     size_t col0, cols;
     op_columns(ctx, op, &col0, &cols);
-    if (op->lora) adapters_down(ctx, op, tid);
+    if (op->lora) adapters_down(ctx, op);
     scratch *s = &ctx->scratch[tid];
     int glu = op->flags & (LILA_GLU_SILU | LILA_GLU_GELU);
     if (glu) {
@@ -425,8 +492,9 @@ static void run_matmul(lila_ctx *ctx, const lila_op *op, int tid)
         lila_glu_fn *act = (lila_glu_fn *)kernel_at(K(ctx), glu_slot(op->flags));
         size_t lo, hi;
         share(gate->rows, tid, ctx->n_threads, 16, &lo, &hi);
-        for (size_t r = lo; r < hi; r += ROW_TILE) {
-            size_t end = r + ROW_TILE < hi ? r + ROW_TILE : hi, len = end - r;
+        size_t tile = tile_rows(ctx, cols);
+        for (size_t r = lo; r < hi; r += tile) {
+            size_t end = r + tile < hi ? r + tile : hi, len = end - r;
             multiply(ctx, op, 0, r, end, col0, cols, s->tile_a, len, tid);
             multiply(ctx, op, 1, r, end, col0, cols, s->tile_b, len, tid);
             for (size_t c = 0; c < cols; c++)
@@ -445,8 +513,8 @@ static void run_matmul(lila_ctx *ctx, const lila_op *op, int tid)
             multiply(ctx, op, i, a, b, col0, cols, out + a, p->out_stride, tid);
             continue;
         }
-        for (size_t r = a; r < b; r += ROW_TILE) {
-            size_t end = r + ROW_TILE < b ? r + ROW_TILE : b, len = end - r;
+        for (size_t r = a, tile = tile_rows(ctx, cols); r < b; r += tile) {
+            size_t end = r + tile < b ? r + tile : b, len = end - r;
             multiply(ctx, op, i, r, end, col0, cols, s->tile_a, len, tid);
             for (size_t c = 0; c < cols; c++)
                 K(ctx)->add(out + c * p->out_stride + r, s->tile_a + c * len, len,
@@ -461,7 +529,7 @@ static void run_lora(lila_ctx *ctx, const lila_op *op, int step, int tid)
 {
     if (!op->lora) return;
     if (step == 0) {
-        adapters_down(ctx, op, tid);
+        adapters_down(ctx, op);
         return;
     }
     size_t col0, cols, lo, hi, a, b;
@@ -695,8 +763,10 @@ int lila_forward(lila_ctx *ctx, const lila_kv *kv, const int32_t *tokens, size_t
     }
     ctx->kv = kv;
     atomic_store(&ctx->faulted, 0);
-    for (size_t i = 0; i < ctx->prog.n_ops; i++)
-        atomic_store_explicit(&ctx->lora_done[i], 0, memory_order_relaxed);
+    for (size_t i = 0; i < ctx->prog.n_ops; i++) {
+        atomic_store_explicit(&ctx->lora[i].taken, 0, memory_order_relaxed);
+        atomic_store_explicit(&ctx->lora[i].done, 0, memory_order_relaxed);
+    }
     ctx->tokens = tokens;
     ctx->n = n;
     ctx->pos0 = pos0;
@@ -771,10 +841,10 @@ lila_ctx *lila_create(const lila_program *program, int n_threads)
     ctx->rope_tables = alloc_floats(program->n_ropes * ctx->rope_stride);
     ctx->scratch = calloc((size_t)n_threads, sizeof *ctx->scratch);
     ctx->workers = calloc((size_t)n_threads, sizeof *ctx->workers);
-    ctx->lora_done = calloc(program->n_ops ? program->n_ops : 1, sizeof *ctx->lora_done);
+    ctx->lora = calloc(program->n_ops ? program->n_ops : 1, sizeof *ctx->lora);
     pthread_mutex_init(&ctx->lock, NULL);
     pthread_cond_init(&ctx->wake, NULL);
-    if (!ctx->rope_tables || !ctx->scratch || !ctx->workers || !ctx->lora_done) goto fail;
+    if (!ctx->rope_tables || !ctx->scratch || !ctx->workers || !ctx->lora) goto fail;
     for (int t = 0; t < n_threads; t++) {
         scratch *s = &ctx->scratch[t];
         s->tile_a = alloc_floats(program->max_batch * ROW_TILE);
@@ -808,7 +878,7 @@ void lila_destroy(lila_ctx *ctx)
         }
     free(ctx->scratch);
     free(ctx->workers);
-    free(ctx->lora_done);
+    free(ctx->lora);
     free(ctx->rope_tables);
     pthread_mutex_destroy(&ctx->lock);
     pthread_cond_destroy(&ctx->wake);

@@ -51,7 +51,7 @@ enum { LILA_NAMESPACES = 5 };
 enum { LILA_GATE_FLOOR_LOG2 = -10 };
 
 /* One product of an op's adapter stage: rows of Q8_0 weights times the op's quantized
- * input (a LoRA A of one adapter on one part, or one namespace's gate vector). */
+ * input (the A rows of every adapter on the op, stacked, or the layer's gate vectors). */
 typedef struct {
     const void *rows;         /* n rows of the op's nb Q8_0 blocks each */
     size_t n;
@@ -60,16 +60,24 @@ typedef struct {
     const float *gate_bias;   /* gate rows: out = sigmoid(product + gate_bias[r]); NULL: A */
 } lila_lora_down;
 
-/* The adapters on one op (lila_op.lora), as y_i += coef * Bt_i for each part i:
+/* Up to this many adapter ranks on one part, B is multiplied transposed (see lila_lora). */
+enum { LILA_LORA_TRANSPOSED_RANK = 16 };
+
+/* The adapters on one op (lila_op.lora), as y_i += B_i coef_i for each part i:
  *   u = the A products (down[]), max_batch rows of u_width columns;
- *   coef[t][j] = u[t][j] * col_scale[j] * (col_gate[j] < 0 ? 1 : gates[t][col_gate[j]]),
+ *   each token's coefficient row, coef_blocks * 32 floats, zero but for
+ *   coef[col_slot[j]] = u[j] * col_scale[j] * (col_gate[j] < 0 ? 1 : gates[col_gate[j]]),
  *   a gate being sigmoid(w . x̂ + b), or 0 below 2^LILA_GATE_FLOOR_LOG2;
- *   Bt_i: every adapter on part i, B transposed and stacked along the rank: up_rank[i]
- *   rows of parts[i].rows values (zero-padded to whole blocks) in Q8_0, row j reading
- *   coef's column up_col[i] + j (see lila_lora_up), stored block-major: block 0 of every
- *   row, then block 1 of every row, ...
- * Each thread computes coef for itself. The op's threads use u and coef only while it
- * runs: every op may point at the same. */
+ *   part i's up_rank[i] coefficients start at value up_block[i] * 32 of the row, and B_i,
+ *   every adapter on part i side by side along the rank, takes one of two forms:
+ *   - up_rank[i] > LILA_LORA_TRANSPOSED_RANK: Q8_0 rows, one per output row, of the rank
+ *     zero-padded to whole blocks, multiplied by the Q8_0 kernels with the coefficients
+ *     quantized as activations (lila_q8);
+ *   - otherwise transposed: up_rank[i] rows of parts[i].rows values (zero-padded to whole
+ *     blocks) in Q8_0, stored block-major (block 0 of every row, then block 1 of every
+ *     row, ...), which lila_lora_up scales by the fp32 coefficients and sums.
+ * Each thread computes the coefficients for itself (coef, coef_q8). The op's threads use
+ * u and the coefficients only while it runs: every op may point at the same. */
 typedef struct {
     const lila_lora_down *down;
     size_t n_down;
@@ -77,11 +85,14 @@ typedef struct {
     size_t u_width;
     const float *col_scale;   /* u_width */
     const int32_t *col_gate;  /* u_width; a namespace, or -1 */
+    const int32_t *col_slot;  /* u_width; each < coef_blocks * 32 */
     const float *gates;       /* the layer's gates, max_batch x LILA_NAMESPACES, or NULL */
     const void *up[3];        /* NULL: no adapter on that part */
-    size_t up_col[3];
+    size_t up_block[3];
     size_t up_rank[3];
-    float *coef;              /* n_threads x max_batch x u_width floats */
+    size_t coef_blocks;       /* sum over parts of ceil(up_rank[i] / 32) */
+    float *coef;              /* n_threads x max_batch x coef_blocks * 32 floats */
+    lila_q8 *coef_q8;         /* n_threads x max_batch x coef_blocks blocks */
 } lila_lora;
 
 /* One weight matrix of a matmul op; QKV and gate+up are one op of several parts, so
@@ -167,8 +178,8 @@ enum {
 typedef struct lila_ctx lila_ctx;
 
 /* The most kernels one op calls: a matmul of 3 parts (a GEMV and a GEMM each), its GLU
- * and add, and its adapters' Q8_0 GEMV and GEMM, lora_up and add. */
-enum { LILA_MAX_OP_KERNELS = 12 };
+ * and add, and its adapters' Q8_0 GEMV and GEMM, quantize_q8, lora_up and add. */
+enum { LILA_MAX_OP_KERNELS = 13 };
 
 /* The kernel table entries op calls, each as its byte offset in lila_kernels, into
  * slots[0..max): the executor's own choice, for the loader to name and check. Returns how
