@@ -35,6 +35,20 @@ def tiny_config(arch: str, **overrides) -> transformers.PretrainedConfig:
         cfg = transformers.Qwen2Config(**common, tie_word_embeddings=True)
     elif arch == "qwen3":
         cfg = transformers.Qwen3Config(**common, head_dim=24, tie_word_embeddings=True)
+    elif arch == "qwen2moe":
+        cfg = transformers.Qwen2MoeConfig(**common, num_experts=6, num_experts_per_tok=2,
+                                          moe_intermediate_size=32, shared_expert_intermediate_size=48,
+                                          tie_word_embeddings=True)
+    elif arch == "qwen3moe":
+        cfg = transformers.Qwen3MoeConfig(**common, head_dim=24, num_experts=6, num_experts_per_tok=2,
+                                          moe_intermediate_size=32, norm_topk_prob=True,
+                                          tie_word_embeddings=True)
+    elif arch == "olmoe":
+        cfg = transformers.OlmoeConfig(**common, num_experts=6, num_experts_per_tok=2,
+                                       tie_word_embeddings=False)
+    elif arch == "mixtral":
+        cfg = transformers.MixtralConfig(**common, num_local_experts=5, num_experts_per_tok=2,
+                                         tie_word_embeddings=False)
     elif arch == "gemma3":
         cfg = transformers.Gemma3TextConfig(
             **{**common, "num_hidden_layers": 7, "rms_norm_eps": 1e-6}, head_dim=16, query_pre_attn_scalar=16,
@@ -74,6 +88,10 @@ def build(arch: str, directory: Path, *, seed: int = 0, dtype=gguf.GGMLQuantizat
     return TinyModel(arch, path, model)
 
 
+# transformers architectures written under another GGUF one, as convert_hf_to_gguf does
+GGUF_ARCH = {"mixtral": "llama"}
+
+
 def gguf_name(arch: str, hf: str) -> str | None:
     top = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
            "lm_head.weight": "output.weight"}
@@ -94,6 +112,12 @@ def gguf_name(arch: str, hf: str) -> str | None:
         "self_attn.q_norm.weight": "attn_q_norm.weight", "self_attn.k_norm.weight": "attn_k_norm.weight",
         "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
         "mlp.down_proj.weight": "ffn_down.weight",
+        "mlp.gate.weight": "ffn_gate_inp.weight",
+        "mlp.experts.down_proj": "ffn_down_exps.weight",
+        "mlp.shared_expert.gate_proj.weight": "ffn_gate_shexp.weight",
+        "mlp.shared_expert.up_proj.weight": "ffn_up_shexp.weight",
+        "mlp.shared_expert.down_proj.weight": "ffn_down_shexp.weight",
+        "mlp.shared_expert_gate.weight": "ffn_gate_inp_shexp.weight",
     }
     return f"blk.{i}.{names[rest]}"
 
@@ -109,12 +133,15 @@ def to_gguf(arch: str, config, hf_name: str, data: np.ndarray) -> tuple[str, np.
     given under its weight's name comes out as convert_lora_to_gguf writes it."""
     name = gguf_name(arch, hf_name)
     data = data.copy()
+    arch = GGUF_ARCH.get(arch, arch)
     if arch == "llama" and name.endswith(("attn_q.weight", "attn_q.bias")):
         data = _permute(data, config.num_attention_heads)
     if arch == "llama" and name.endswith(("attn_k.weight", "attn_k.bias")):
         data = _permute(data, config.num_key_value_heads)
     if arch == "gemma3" and "norm" in name:
         data = data + 1
+    if name.endswith("ffn_gate_inp_shexp.weight"):   # one row: stored as a vector
+        data = data.reshape(-1)
     return name, data
 
 
@@ -136,8 +163,31 @@ def _llama3_rope_factors(rope: dict, dim: int) -> np.ndarray:
     return np.array(factors, dtype=np.float32)
 
 
+def _experts(config) -> tuple[int, int] | None:
+    """(experts, experts used per token) of an MoE config, None for a dense one."""
+    for key in ("num_experts", "num_local_experts"):
+        if getattr(config, key, None) is not None:
+            return getattr(config, key), config.num_experts_per_tok
+    return None
+
+
+def _tensors(model, config, arch: str):
+    """(GGUF name, values) of every tensor the file holds: the experts' fused gate and up
+    projections split in two, as llama.cpp stores them."""
+    for hf_name, tensor in model.state_dict().items():
+        if hf_name == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        data = tensor.float().numpy()
+        if hf_name.endswith("mlp.experts.gate_up_proj"):
+            layer, half = hf_name.split(".")[2], data.shape[1] // 2
+            yield f"blk.{layer}.ffn_gate_exps.weight", np.ascontiguousarray(data[:, :half])
+            yield f"blk.{layer}.ffn_up_exps.weight", np.ascontiguousarray(data[:, half:])
+            continue
+        yield to_gguf(arch, config, hf_name, data)
+
+
 def write_gguf(model, config, arch: str, path: Path, dtype) -> None:
-    writer = gguf.GGUFWriter(str(path), arch)
+    writer = gguf.GGUFWriter(str(path), GGUF_ARCH.get(arch, arch))
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer.add_name(f"tiny-{arch}")
     writer.add_context_length(config.max_position_embeddings)
@@ -150,6 +200,13 @@ def write_gguf(model, config, arch: str, path: Path, dtype) -> None:
     writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    if _experts(config) is not None:
+        writer.add_expert_count(_experts(config)[0])
+        writer.add_expert_used_count(_experts(config)[1])
+        if getattr(config, "moe_intermediate_size", None):
+            writer.add_expert_feed_forward_length(config.moe_intermediate_size)
+        if getattr(config, "shared_expert_intermediate_size", None):
+            writer.add_expert_shared_feed_forward_length(config.shared_expert_intermediate_size)
     rope = config.rope_parameters
     if arch == "gemma3":
         writer.add_sliding_window(config.sliding_window)
@@ -171,10 +228,7 @@ def write_gguf(model, config, arch: str, path: Path, dtype) -> None:
     writer.add_eos_token_id(config.eos_token_id)
     writer.add_add_bos_token(False)
     writer.add_chat_template(CHATML)
-    for hf_name, tensor in model.state_dict().items():
-        if hf_name == "lm_head.weight" and config.tie_word_embeddings:
-            continue
-        name, data = to_gguf(arch, config, hf_name, tensor.float().numpy())
+    for name, data in _tensors(model, config, arch):
         qtype = dtype if data.ndim == 2 else gguf.GGMLQuantizationType.F32
         if qtype != gguf.GGMLQuantizationType.F32:
             data = gguf.quants.quantize(data, qtype)

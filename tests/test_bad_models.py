@@ -305,7 +305,7 @@ CASES: list[Case] = [
      "architecture '' is not supported"),
     ("mixture-of-experts llama", lambda s: s.tensor("blk.0.ffn_gate_inp.weight",
                                                     np.zeros((8, DIM), np.float32)),
-     UnsupportedError, "llama mixture-of-experts models are not supported"),
+     ModelFormatError, "mixture-of-experts routers (ffn_gate_inp) but no llama.expert_count"),
     ("bert tokenizer", lambda s: s.set("tokenizer.ggml.model", "bert", VT.STRING), UnsupportedError,
      "tokenizer type 'bert'"),
 ]

@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
             ("context", f"{cfg.context_length} (using {n_ctx})"),
             ("rope", f"base {cfg.rope_base:g}, {cfg.rope_dim} dims, scale {cfg.rope_scale:g}"),
             ("sliding window", str(cfg.sliding_window) if cfg.sliding_window else "none"),
+            ("experts", "none" if cfg.moe is None else
+             f"{cfg.moe.experts}, {cfg.moe.used} per token, ffn {cfg.moe.ffn_dim}"
+             + (f", shared ffn {cfg.moe.shared_ffn_dim}" if cfg.moe.shared_ffn_dim else "")),
             ("tokenizer", f"{tokenizer.kind}, {tokenizer.vocab_size} tokens"),
             ("chat template", template.origin),
         ]

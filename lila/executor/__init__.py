@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 
+from lila.errors import UnsupportedError
 from lila.executor.weights import SpillFile
 from lila.hardware import BackendChoice, choose_backend, detect
 
@@ -28,6 +29,10 @@ def create(choice: BackendChoice, plan, gguf, *, n_ctx: int, max_batch: int,
     where weights converted at load go (None: anonymous memory); the reference backend
     keeps its fp32 copy of every weight whatever spill says. fuse_adapters: see
     lila.executor.native (the other backends have no fused form)."""
+    if choice.name != "reference" and any(op.kind == "moe" for op in plan.ops):
+        raise UnsupportedError(f"mixture-of-experts layers run only on the reference backend so far, "
+                               f"not on {choice.name} (lila.load(..., backend=\"reference\") or "
+                               f"LILA_BACKEND=reference)")
     cls = backend_class(choice)
     if choice.kernels is not None:
         return cls(plan, gguf, n_ctx=n_ctx, max_batch=max_batch, family=choice.kernels,

@@ -93,6 +93,18 @@ class Plan:
         """out = activation(gate) * up, activation in {"silu", "gelu_tanh"}."""
         return self._emit("glu", out, self.widths[gate], (gate, up), (), activation=activation)
 
+    def moe(self, out: str, x: str, router: str, gate: str, up: str, down: str, *,
+            experts: int, used: int, norm_topk: bool, activation: str, out_width: int,
+            shared: tuple[str, str, str, str] | None = None) -> str:
+        """A mixture of experts: for each row, p = softmax(router @ x) over the experts, the
+        `used` largest picked (their p renormalised to sum 1 when norm_topk), and
+        out = sum over picked e of p_e * down[e] @ (activation(gate[e] @ x) * (up[e] @ x)).
+        gate, up and down are 3-D, the experts stacked on the first axis. shared: a shared
+        expert every row also goes through, (gate, up, down, its gate vector w), adding
+        sigmoid(w . x) * down @ (activation(gate @ x) * (up @ x))."""
+        return self._emit("moe", out, out_width, (x,), (router, gate, up, down, *(shared or ())),
+                          experts=experts, used=used, norm_topk=norm_topk, activation=activation)
+
     def add(self, out: str, a: str, b: str) -> str:
         return self._emit("add", out, self.widths[a], (a, b))
 

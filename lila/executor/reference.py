@@ -157,15 +157,39 @@ class ReferenceBackend(SingleSequence):
 
     def _glu(self, op: Op, n: int) -> None:
         gate, up = self._in(op, n, 0), self._in(op, n, 1)
-        if op.attrs["activation"] == "silu":
-            act = gate * (0.5 + 0.5 * np.tanh(0.5 * gate))   # x * sigmoid(x), overflow-free
-        else:
-            c = np.float32(math.sqrt(2 / math.pi))
-            act = 0.5 * gate * (1 + np.tanh(c * (gate + np.float32(0.044715) * gate ** 3)))
-        self.buffers[op.out][:n] = act * up
+        self.buffers[op.out][:n] = _activation(op.attrs["activation"], gate) * up
+
+    def _moe(self, op: Op, n: int) -> None:
+        x = self._in(op, n)
+        router, gate, up, down = (self.weights[w] for w in op.weights[:4])
+        logits = x @ router.T
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        picked = np.argsort(-probs, axis=1, kind="stable")[:, :op.attrs["used"]]
+        weights = np.take_along_axis(probs, picked, axis=1)
+        if op.attrs["norm_topk"]:
+            weights /= weights.sum(axis=1, keepdims=True)
+        act = op.attrs["activation"]
+        out = np.zeros((n, down.shape[1]), np.float32)
+        for t in range(n):
+            for e, w in zip(picked[t], weights[t]):
+                out[t] += w * (down[e] @ (_activation(act, gate[e] @ x[t]) * (up[e] @ x[t])))
+        if len(op.weights) > 4:
+            s_gate, s_up, s_down, s_w = (self.weights[w] for w in op.weights[4:])
+            shared = (_activation(act, x @ s_gate.T) * (x @ s_up.T)) @ s_down.T
+            out += shared * (0.5 + 0.5 * np.tanh(0.5 * (x @ s_w)))[:, None]   # sigmoid, overflow-free
+        self.buffers[op.out][:n] = out
 
     def _add(self, op: Op, n: int) -> None:
         self.buffers[op.out][:n] = self._in(op, n, 0) + self._in(op, n, 1)
+
+
+def _activation(name: str, x: np.ndarray) -> np.ndarray:
+    """silu or tanh-approximated gelu."""
+    if name == "silu":
+        return x * (0.5 + 0.5 * np.tanh(0.5 * x))   # x * sigmoid(x), overflow-free
+    c = np.float32(math.sqrt(2 / math.pi))
+    return 0.5 * x * (1 + np.tanh(c * (x + np.float32(0.044715) * x ** 3)))
 
 
 @dataclass(frozen=True)

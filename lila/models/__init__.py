@@ -21,8 +21,11 @@ if TYPE_CHECKING:
 ARCHITECTURES = {
     "llama": "lila.models.llama",
     "qwen2": "lila.models.qwen2",
+    "qwen2moe": "lila.models.qwen2moe",
     "qwen3": "lila.models.qwen3",
+    "qwen3moe": "lila.models.qwen3moe",
     "gemma3": "lila.models.gemma3",
+    "olmoe": "lila.models.olmoe",
 }
 
 _MAX_LISTED = 6
@@ -40,8 +43,6 @@ def describe(gguf: "GGUFFile") -> ModelSpec:
     if arch not in ARCHITECTURES:
         raise UnsupportedError(f"architecture {arch!r} is not supported "
                                f"(supported: {', '.join(ARCHITECTURES)})")
-    if any(name.endswith("ffn_gate_inp.weight") for name in gguf.tensors):
-        raise UnsupportedError(f"{arch} mixture-of-experts models are not supported yet")
     architecture = importlib.import_module(ARCHITECTURES[arch]).architecture
     meta = Metadata(gguf.metadata, arch)
     # Bound the layer count by the file before sizing anything by it.
@@ -50,6 +51,9 @@ def describe(gguf: "GGUFFile") -> ModelSpec:
         raise ModelFormatError(f"metadata says {layers} layers but the file holds only "
                                f"{len(gguf.tensors)} tensors")
     cfg = architecture.config(meta, _vocab_size(gguf, meta))
+    if cfg.moe is None and any(name.endswith("ffn_gate_inp.weight") for name in gguf.tensors):
+        raise ModelFormatError(f"the file holds mixture-of-experts routers (ffn_gate_inp) but no "
+                               f"{arch}.expert_count")
     weights = _check_tensors(gguf, architecture.tensors(cfg))
     return ModelSpec(cfg, architecture.build(cfg, set(weights)), weights)
 

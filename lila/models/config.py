@@ -13,6 +13,7 @@ MAX_LAYERS = 1024
 MAX_HEADS = 4096
 MAX_DIM = 1 << 17
 MAX_CONTEXT = 1 << 24
+MAX_EXPERTS = 1 << 12
 
 
 class Metadata:
@@ -53,6 +54,9 @@ class Metadata:
             raise ModelFormatError(f"metadata {full!r} = {value} is out of range [{lo}, {hi}]")
         return value
 
+    def has(self, key: str) -> bool:
+        return self._get(key, None)[1] is not None
+
     def str(self, key: str, default: Any = None) -> str:
         full, value = self._get(key, default)
         if value is not None and not isinstance(value, str):
@@ -72,6 +76,27 @@ def _is_np_number(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class MoEConfig:
+    """A mixture-of-experts FFN: a router picks `used` of `experts` per token."""
+
+    experts: int
+    used: int
+    ffn_dim: int                # each expert's hidden width
+    shared_ffn_dim: int | None  # the shared expert's, where every token also goes through one
+
+    @classmethod
+    def from_metadata(cls, meta: Metadata, ffn_default: Any, *, shared: bool = False) -> "MoEConfig":
+        experts = meta.int("expert_count", REQUIRED, lo=1, hi=MAX_EXPERTS)
+        used = meta.int("expert_used_count", REQUIRED, lo=1, hi=MAX_EXPERTS)
+        if used > experts:
+            raise ModelFormatError(f"metadata says each token uses {used} experts of only {experts}")
+        ffn = meta.int("expert_feed_forward_length", ffn_default, lo=1, hi=MAX_DIM * 8)
+        shared_ffn = (meta.int("expert_shared_feed_forward_length", REQUIRED, lo=1, hi=MAX_DIM * 8)
+                      if shared else None)
+        return cls(experts, used, ffn, shared_ffn)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     arch: str
     name: str
@@ -88,6 +113,7 @@ class ModelConfig:
     rope_dim: int
     rope_scale: float           # positions are multiplied by this (1 / linear scaling factor)
     sliding_window: int | None
+    moe: MoEConfig | None = None    # the FFNs' experts, if they are mixtures
 
     @classmethod
     def from_metadata(cls, meta: Metadata, vocab_size: int) -> "ModelConfig":

@@ -29,7 +29,7 @@ class Gemma3:
         specs = embedding_tensors(cfg)
         for i in range(cfg.n_layers):
             p = f"blk.{i}."
-            specs += attention_tensors(cfg, i, qk_norm=True) + ffn_tensors(cfg, i)
+            specs += attention_tensors(cfg, i, qk_norm="head") + ffn_tensors(cfg, i)
             specs += [TensorSpec(p + "post_attention_norm.weight", (cfg.dim,)),
                       TensorSpec(p + "post_ffw_norm.weight", (cfg.dim,))]
         return specs
@@ -46,7 +46,7 @@ class Gemma3:
             is_local = (i + 1) % SLIDING_WINDOW_PATTERN != 0 and cfg.sliding_window is not None
             local = dict(rope_base=LOCAL_ROPE_BASE, rope_scale=1.0, window=cfg.sliding_window)
             h = plan.rmsnorm("h", "x", p + "attn_norm.weight", eps=eps)
-            a = attention(plan, cfg, i, h, "a", present, neox=True, qk_norm=True, scale=scale,
+            a = attention(plan, cfg, i, h, "a", present, neox=True, qk_norm="head", scale=scale,
                           **(local if is_local else {}))
             a = plan.rmsnorm(a, a, p + "post_attention_norm.weight", eps=eps)
             plan.add("x", "x", a)

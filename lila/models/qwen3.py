@@ -2,4 +2,4 @@
 RoPE, no projection biases, NeoX RoPE, and a head size independent of the model width."""
 from lila.models.blocks import PreNormDecoder
 
-architecture = PreNormDecoder(neox=True, qk_norm=True)
+architecture = PreNormDecoder(neox=True, qk_norm="head")
