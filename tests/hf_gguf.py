@@ -200,9 +200,10 @@ def write_gguf(model, config, arch: str, path: Path, dtype) -> None:
     writer.add_value_length(head_dim)
     writer.add_rope_dimension_count(head_dim)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    if _experts(config) is not None:
-        writer.add_expert_count(_experts(config)[0])
-        writer.add_expert_used_count(_experts(config)[1])
+    experts = _experts(config)
+    if experts is not None:
+        writer.add_expert_count(experts[0])
+        writer.add_expert_used_count(experts[1])
         if getattr(config, "moe_intermediate_size", None):
             writer.add_expert_feed_forward_length(config.moe_intermediate_size)
         if getattr(config, "shared_expert_intermediate_size", None):

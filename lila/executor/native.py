@@ -219,8 +219,8 @@ class _Prepared(NamedTuple):
 
 
 class _Keep:
-    """The arrays a lila_lora points into, alive as long as it is; nbytes counts those
-    made for it (not the adapters' own A rows)."""
+    """The arrays a lila_lora points into, alive as long as it is; nbytes counts them (all
+    made for it: the stacks and the scratch), not the cffi structs."""
 
     def __init__(self):
         self.arrays: list = []

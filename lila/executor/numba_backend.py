@@ -167,8 +167,7 @@ class NumbaBackend(SingleSequence):
         if rank <= TRANSPOSED_RANK:
             kernels.lora_up(stacked, coef, count, out[rows])
             return
-        row = np.zeros((count, -(-rank // Q8_VALUES) * Q8_VALUES), np.float32)
-        row[:, :rank] = coef             # one part: u's columns are its ranks in order
+        row = packing.padded(coef)       # one part: u's columns are its ranks in order
         blocks = (count, row.shape[1] // Q8_VALUES)
         d, s, qs = np.zeros(blocks, np.float32), np.zeros(blocks, np.float32), np.zeros(row.shape, np.int8)
         kernels.quantize_q8(row, count, d, s, qs)

@@ -19,7 +19,7 @@ from lila.executor.kv import KVCache, SingleSequence
 from lila.executor.linear import Linear, linear
 from lila.executor.memory import MAPPED
 from lila.executor.plan import Op, Plan
-from lila.fabric.packing import gate
+from lila.fabric.packing import gate, sigmoid
 from lila.formats.gguf import GGUFFile
 from lila.formats.quants import dequantize
 
@@ -149,9 +149,7 @@ class ReferenceBackend(SingleSequence):
         masked = key_pos[None, :] > self.positions[:, None]
         if a["window"] is not None:
             masked |= self.positions[:, None] - key_pos[None, :] >= a["window"]
-        scores = np.where(masked, -np.inf, scores)
-        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        probs = scores / scores.sum(axis=-1, keepdims=True)
+        probs = _softmax(np.where(masked, -np.inf, scores))
         out = np.einsum("kgnt,tkd->nkgd", probs, values)
         self.buffers[op.out][:n] = out.reshape(n, -1)
 
@@ -162,9 +160,7 @@ class ReferenceBackend(SingleSequence):
     def _moe(self, op: Op, n: int) -> None:
         x = self._in(op, n)
         router, gate, up, down = (self.weights[w] for w in op.weights[:4])
-        logits = x @ router.T
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = _softmax(x @ router.T)
         picked = np.argsort(-probs, axis=1, kind="stable")[:, :op.attrs["used"]]
         weights = np.take_along_axis(probs, picked, axis=1)
         if op.attrs["norm_topk"]:
@@ -177,17 +173,23 @@ class ReferenceBackend(SingleSequence):
         if len(op.weights) > 4:
             s_gate, s_up, s_down, s_w = (self.weights[w] for w in op.weights[4:])
             shared = (_activation(act, x @ s_gate.T) * (x @ s_up.T)) @ s_down.T
-            out += shared * (0.5 + 0.5 * np.tanh(0.5 * (x @ s_w)))[:, None]   # sigmoid, overflow-free
+            out += shared * sigmoid(x @ s_w)[:, None]
         self.buffers[op.out][:n] = out
 
     def _add(self, op: Op, n: int) -> None:
         self.buffers[op.out][:n] = self._in(op, n, 0) + self._in(op, n, 1)
 
 
+def _softmax(x: np.ndarray) -> np.ndarray:
+    """Along the last axis."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def _activation(name: str, x: np.ndarray) -> np.ndarray:
     """silu or tanh-approximated gelu."""
     if name == "silu":
-        return x * (0.5 + 0.5 * np.tanh(0.5 * x))   # x * sigmoid(x), overflow-free
+        return x * sigmoid(x)
     c = np.float32(math.sqrt(2 / math.pi))
     return 0.5 * x * (1 + np.tanh(c * (x + np.float32(0.044715) * x ** 3)))
 

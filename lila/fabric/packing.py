@@ -70,9 +70,14 @@ def pack(adapter) -> QuantizedAdapter:
         scale={t: lora.scale for t, lora in adapter.lora.items()})
 
 
-def _padded(rows: np.ndarray) -> np.ndarray:
+def blocks(width: int) -> int:
+    """Blocks of 32 that hold `width` values."""
+    return -(-width // Q8_VALUES)
+
+
+def padded(rows: np.ndarray) -> np.ndarray:
     """rows with zeros appended to whole blocks of 32."""
-    out = np.zeros((rows.shape[0], -(-rows.shape[1] // Q8_VALUES) * Q8_VALUES), np.float32)
+    out = np.zeros((rows.shape[0], blocks(rows.shape[1]) * Q8_VALUES), np.float32)
     out[:, :rows.shape[1]] = rows
     return out
 
@@ -83,9 +88,9 @@ def _b_form(b: np.ndarray) -> np.ndarray:
     one run of memory, where rank by rank it would be as many short runs as the rank,
     more streams than the prefetchers follow)."""
     if b.shape[1] > TRANSPOSED_RANK:
-        return quantize_q8_0(_padded(b))
+        return quantize_q8_0(padded(b))
     rank = b.shape[1]
-    bt = quantize_q8_0(_padded(b.T))
+    bt = quantize_q8_0(padded(b.T))
     return np.ascontiguousarray(bt.reshape(rank, -1, BLOCK_BYTES).transpose(1, 0, 2)).reshape(-1, rank * BLOCK_BYTES)
 
 
@@ -114,7 +119,7 @@ class GroupLayout:
     @property
     def coef_blocks(self) -> int:
         """Blocks of the coefficient row: each part's ranks, one part after another."""
-        return sum(-(-rank // Q8_VALUES) for rank in self.up_rank)
+        return sum(blocks(rank) for rank in self.up_rank)
 
 
 def layout(group: Group, active: Sequence[Active]) -> GroupLayout | None:
@@ -128,7 +133,7 @@ def layout(group: Group, active: Sequence[Active]) -> GroupLayout | None:
     up_rank: list[int] = []
     for target in group.targets:
         on = [a for a in active if target is not None and target in a.packed.a]
-        up_block.append(sum(-(-rank // Q8_VALUES) for rank in up_rank))
+        up_block.append(sum(blocks(rank) for rank in up_rank))
         up_rank.append(sum(a.packed.a[target].shape[0] for a in on))
         up.append(_b_form(np.concatenate([a.packed.b[target] for a in on], axis=1)) if on else None)
         first = up_block[-1] * Q8_VALUES
@@ -156,10 +161,15 @@ def layout(group: Group, active: Sequence[Active]) -> GroupLayout | None:
                        np.array(slots, np.int32), up, up_block, up_rank, group.layer, stacked)
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) in fp32, overflow-free."""
+    return (0.5 + 0.5 * np.tanh(0.5 * np.asarray(x, np.float32))).astype(np.float32)
+
+
 def gate(logit: np.ndarray) -> np.ndarray:
-    """A namespace's gate, sigmoid(logit) in fp32, shut (0) below GATE_FLOOR: a shut
-    adapter then leaves the outputs bit for bit as they are."""
-    g = (0.5 + 0.5 * np.tanh(0.5 * np.asarray(logit, np.float32))).astype(np.float32)   # overflow-free
+    """A namespace's gate, sigmoid(logit), shut (0) below GATE_FLOOR: a shut adapter then
+    leaves the outputs bit for bit as they are."""
+    g = sigmoid(logit)
     return np.where(g < GATE_FLOOR, np.float32(0), g)
 
 

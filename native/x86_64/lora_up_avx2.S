@@ -29,18 +29,10 @@
  * store them to token c's outputs. */
         .macro  block b, acc0, acc1, acc2, acc3
         block_scale     \b
-        vpmovsxbd       \b*BB+2(ROW), CODES
-        vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, %ymm\acc0
-        vpmovsxbd       \b*BB+10(ROW), CODES
-        vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, %ymm\acc1
-        vpmovsxbd       \b*BB+18(ROW), CODES
-        vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, %ymm\acc2
-        vpmovsxbd       \b*BB+26(ROW), CODES
-        vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, %ymm\acc3
+        codes           \b*BB+2, %ymm\acc0
+        codes           \b*BB+10, %ymm\acc1
+        codes           \b*BB+18, %ymm\acc2
+        codes           \b*BB+26, %ymm\acc3
         .endm
 
         .macro  zero b, a0, a1, a2, a3

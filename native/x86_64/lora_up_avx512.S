@@ -30,12 +30,8 @@
  * store them to token c's outputs. */
         .macro  block b, acc0, acc1
         block_scale     \b
-        vpmovsxbd       \b*BB+2(ROW), CODES
-        vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, %zmm\acc0
-        vpmovsxbd       \b*BB+18(ROW), CODES
-        vcvtdq2ps       CODES, CODES
-        vfmadd231ps     CODES, SCALE, %zmm\acc1
+        codes           \b*BB+2, %zmm\acc0
+        codes           \b*BB+18, %zmm\acc1
         .endm
 
         .macro  zero b, a0, a1
